@@ -1,0 +1,301 @@
+"""Paper | ours | Δ | source tables, regenerated from the runs' ``metrics.json`` (design §8).
+
+``build_tables(runs_root, out_dir)`` reads every ``runs_root/**/metrics.json``
+(:mod:`jlml_lib.results.records` defines the schema) and writes, for each paper table
+2, 5–13, ``table<N>.csv`` and ``table<N>.md`` listing the cells our code can reproduce (JLML's
+rows; every row of Tables 2 and 13) with the paper's value, ours, Δ = ours − paper and the
+source of ours. ``index.md`` lists every record and what it filled. Competitor rows stay in
+``results/paper/``. Nothing here is typed by hand: a cell with no matching record says "no run".
+
+Cell rules: when several records fill a cell the newest (``created``) wins and the source says
+"newest of N". Accuracies are stored as fractions and shown in %. Synthetic numbers carry
+"synthetic" in their source: they exercise the code path and are not a reproduction.
+
+CLI: ``jlml tables [--runs DIR] [--out DIR]`` (defaults ``runs/`` and ``results/tables/`` under the
+repository root).
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import math
+import sys
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import pandas as pd
+
+from jlml_lib.errors import DataError
+from jlml_lib.io import write_text
+from jlml_lib.results.paper import load_paper_table, paper_jlml, repo_root
+from jlml_lib.results.records import DEFAULT_VARIANT, METRICS_FILENAME, flatten_metrics, read_metrics
+
+RESULT_TABLES: tuple[int, ...] = (2, 5, 6, 7, 8, 9, 10, 11, 12, 13)
+CAPTIONS = {
+    2: "Settings of person re-id datasets",
+    5: "CUHK03 evaluation (classic protocol, single-shot)",
+    6: "Market-1501 evaluation",
+    7: "VIPeR evaluation",
+    8: "GRID evaluation",
+    9: "Complementary benefits of global and local features (Market-1501)",
+    10: "Importance of branch independence (Market-1501)",
+    11: "Benefits from shared low-level features (Market-1501)",
+    12: "Effects of selective feature learning (Market-1501)",
+    13: "Model size and complexity",
+}
+# paper column -> metric key in a record (accuracies are fractions there)
+CMC_KEYS = {"R1": "rank1", "R5": "rank5", "R10": "rank10", "R20": "rank20"}
+MARKET_KEYS = {"SQ_R1": "single_query.rank1", "SQ_mAP": "single_query.mAP",
+               "MQ_R1": "multi_query.rank1", "MQ_mAP": "multi_query.mAP"}
+STATS_COLUMNS = ("cams", "ids", "train_ids", "test_ids", "labelled", "detected")
+
+Record = dict[str, Any]
+
+
+@dataclass
+class Cell:
+    """One reproducible number of a paper table and the rule that finds ours."""
+
+    table: int
+    row: str
+    column: str
+    paper: float
+    kind: str
+    match: Callable[[Record], bool]
+    metric: str
+    scale: float = 100.0  # stored value × scale = the table's unit
+    unit: str = "%"
+    ours: float | None = None
+    record: Record | None = None
+    n_runs: int = 0
+    candidates: list[Record] = field(default_factory=list)
+
+
+# ---------------------------------------------------------------- record matching
+def canonical_dataset(name: str) -> str:
+    """Spelling-tolerant dataset name: "Market-1501" -> "market1501", "cuhk03_labelled" -> "cuhk03-labeled"."""
+    n = str(name).strip().lower().replace("_", "-").replace("labelled", "labeled")
+    return {"market-1501": "market1501", "market": "market1501"}.get(n, n)
+
+
+def _evaluation(dataset: str, variant: dict[str, Any] | None = None,
+                protocol_prefix: str | None = None) -> Callable[[Record], bool]:
+    want = {**DEFAULT_VARIANT, **(variant or {})}
+
+    def match(rec: Record) -> bool:
+        return (rec["kind"] == "evaluation" and canonical_dataset(rec["dataset"]) == dataset
+                and rec["variant"] == want
+                and (protocol_prefix is None or str(rec["protocol"]).lower().startswith(protocol_prefix)))
+    return match
+
+
+def _stats(dataset_key: str) -> Callable[[Record], bool]:
+    def match(rec: Record) -> bool:
+        # a CUHK03 stats record may be written per annotation; both count for the one Table 2 row
+        return rec["kind"] == "dataset_stats" and canonical_dataset(rec["dataset"]).split("-")[0] == dataset_key
+    return match
+
+
+def _complexity(rec: Record) -> bool:
+    return rec["kind"] == "complexity"
+
+
+def table_cells(n: int) -> list[Cell]:
+    """The cells of Table ``n`` that a run can fill, with the paper's values."""
+    df = load_paper_table(n)
+    cells: list[Cell] = []
+    if n == 2:
+        for _, r in df.iterrows():
+            for col in STATS_COLUMNS:
+                cells.append(Cell(2, r["dataset"], col, float(r[col]), "dataset_stats",
+                                  _stats(r["dataset_key"]), col, 1.0, "count"))
+    elif n == 5:
+        for key, paper in paper_jlml(5).items():
+            annotation, col = key.split(".")
+            ds = "cuhk03-labeled" if annotation == "labelled" else "cuhk03-detected"
+            cells.append(Cell(5, f"JLML ({annotation})", col, paper, "evaluation",
+                              _evaluation(ds, protocol_prefix="classic"), CMC_KEYS[col]))
+    elif n in (6, 7, 8):
+        ds, keys = {6: ("market1501", MARKET_KEYS), 7: ("viper", CMC_KEYS), 8: ("grid", CMC_KEYS)}[n]
+        for col, paper in paper_jlml(n).items():
+            cells.append(Cell(n, "JLML", col, paper, "evaluation", _evaluation(ds), keys[col]))
+    elif n in (9, 10, 11, 12):
+        switches = {9: ("feature",), 10: ("loss", "feature"), 11: ("shared_conv1",), 12: ("sfl",)}[n]
+        for _, r in df.iterrows():
+            variant = {s: (bool(r[s]) if s in ("shared_conv1", "sfl") else r[s]) for s in switches}
+            label = f"{r['loss_label']} / {r['label']}" if n == 10 else r["label"]
+            for col, key in MARKET_KEYS.items():
+                cells.append(Cell(n, label, col, float(r[col]), "evaluation",
+                                  _evaluation("market1501", variant), key))
+    elif n == 13:
+        for _, r in df.iterrows():
+            cells.append(Cell(13, r["model"], "flops", float(r["flops"]), "complexity", _complexity,
+                              f"{r['model_key']}.flops", 1.0, "FLOPs"))
+            cells.append(Cell(13, r["model"], "params_million", float(r["params_million"]), "complexity",
+                              _complexity, f"{r['model_key']}.params", 1e-6, "million"))
+    else:
+        raise DataError(f"Table {n} has no reproducible cells; result tables: {RESULT_TABLES}.")
+    return cells
+
+
+def _created(rec: Record) -> _dt.datetime:
+    try:
+        ts = _dt.datetime.fromisoformat(str(rec["created"]))
+    except ValueError:
+        return _dt.datetime.min.replace(tzinfo=_dt.timezone.utc)
+    return ts if ts.tzinfo else ts.replace(tzinfo=_dt.timezone.utc)
+
+
+def fill(cells: list[Cell], records: list[Record]) -> list[Cell]:
+    """Give each cell the newest record that matches it and holds its metric."""
+    for cell in cells:
+        cands = []
+        for rec in records:
+            value = rec["_flat"].get(cell.metric)
+            if cell.match(rec) and isinstance(value, (int, float)) and not isinstance(value, bool) \
+                    and math.isfinite(value):
+                cands.append(rec)
+        cands.sort(key=_created)
+        cell.candidates, cell.n_runs = cands, len(cands)
+        if cands:
+            cell.record = cands[-1]
+            cell.ours = float(cell.record["_flat"][cell.metric]) * cell.scale
+    return cells
+
+
+# ---------------------------------------------------------------- formatting
+def source_label(rec: Record, n_runs: int = 1) -> str:
+    """E.g. "synthetic · run 20250101T000000Z-1a2b3c4d · profile smoke · cpu (newest of 3)"."""
+    label = f"{rec['source']} · run {rec['run_id']} · profile {rec.get('profile') or '-'} · {rec['device']}"
+    return label + (f" (newest of {n_runs})" if n_runs > 1 else "")
+
+
+def _fmt(value: float | None, unit: str, signed: bool = False) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    sign = "+" if signed else ""
+    if unit == "FLOPs":  # 1.54e9, as the paper prints 1.54×10^9
+        mantissa, exp = f"{value:{sign}.2e}".split("e")
+        return f"{mantissa}e{int(exp)}"
+    if unit == "count":
+        return f"{value:{sign},.0f}"
+    if unit == "million":
+        return f"{value:{sign}.2f}"
+    return f"{value:{sign}.1f}"
+
+
+def cells_frame(cells: list[Cell]) -> pd.DataFrame:
+    rows = []
+    for c in cells:
+        # rounding removes float noise (85.1 - 50.0 = 35.099999999999994) from the CSV
+        delta = None if c.ours is None or math.isnan(c.paper) else round(c.ours - c.paper, 9)
+        rows.append({
+            "table": c.table, "row": c.row, "column": c.column, "unit": c.unit, "paper": c.paper,
+            "ours": c.ours, "delta": delta,
+            "source": source_label(c.record, c.n_runs) if c.record else "no run",
+            "data": c.record["source"] if c.record else "",
+            "run_id": c.record["run_id"] if c.record else "", "n_runs": c.n_runs,
+            "metric_key": c.metric,
+        })
+    return pd.DataFrame(rows)
+
+
+def render_markdown(n: int, frame: pd.DataFrame) -> str:
+    lines = [f"# Table {n}: {CAPTIONS[n]}", "",
+             "Generated by `jlml tables` from the runs' metrics.json — do not edit. "
+             "paper = the paper's value (results/paper); ours = this code's value; Δ = ours − paper. "
+             "A source marked **synthetic** comes from procedurally generated data: it checks the "
+             "code path and is not a reproduction of the paper.", "",
+             "| row | column | paper | ours | Δ | source |", "|---|---|---:|---:|---:|---|"]
+    for _, r in frame.iterrows():
+        ours = "no run" if pd.isna(r["ours"]) else _fmt(r["ours"], r["unit"])
+        delta = "" if pd.isna(r["delta"]) else _fmt(r["delta"], r["unit"], signed=True)
+        source = "" if r["source"] == "no run" else r["source"]
+        unit = {"%": " (%)", "million": " (M)"}.get(r["unit"], "")
+        lines.append(f"| {r['row']} | {r['column']}{unit} | {_fmt(r['paper'], r['unit'])} | {ours} "
+                     f"| {delta} | {source} |")
+    if n == 13:
+        lines += ["", "FLOPs and parameter counting conventions: see each complexity record's "
+                  "`extra.convention` (listed in index.md)."]
+    return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------- scanning and writing
+def scan_records(runs_root: str | Path) -> tuple[list[Record], list[tuple[Path, str]]]:
+    """All valid records under ``runs_root`` and the (path, error) of the invalid ones."""
+    records, bad = [], []
+    root = Path(runs_root)
+    for path in sorted(root.rglob(METRICS_FILENAME)) if root.is_dir() else []:
+        try:
+            rec = read_metrics(path)
+        except DataError as exc:
+            warnings.warn(f"jlml tables: skipping {exc}", stacklevel=2)
+            bad.append((path, str(exc)))
+            continue
+        rec["_path"] = path
+        rec["_flat"] = flatten_metrics(rec["metrics"])
+        records.append(rec)
+    return records, bad
+
+
+def _index(records: list[Record], bad: list[tuple[Path, str]], used: dict[str, list[str]],
+           runs_root: Path) -> str:
+    lines = ["# Runs found by `jlml tables`", "", f"Scanned `{runs_root}`: {len(records)} record(s), "
+             f"{len(bad)} unreadable.", "",
+             "| run_id | kind | dataset | protocol | variant | data | profile | device | commit | fills | path |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for rec in sorted(records, key=_created):
+        var = ", ".join(f"{k}={v}" for k, v in rec["variant"].items() if DEFAULT_VARIANT[k] != v) or "default"
+        fills = ", ".join(used.get(rec["run_id"], [])) or "nothing (no table cell matches, or superseded)"
+        commit = str(rec.get("git", {}).get("commit", "unknown"))[:10]
+        if rec.get("git", {}).get("dirty"):
+            commit += " (dirty)"
+        conv = rec.get("extra", {}).get("convention")
+        kind = rec["kind"] + (f" — {conv}" if conv else "")
+        lines.append(f"| {rec['run_id']} | {kind} | {rec['dataset']} | {rec['protocol']} | {var} | "
+                     f"{rec['source']} | {rec['profile']} | {rec['device']} | {commit} | {fills} | "
+                     f"{rec['_path']} |")
+    if bad:
+        lines += ["", "## Unreadable records", ""] + [f"- `{p}`: {e}" for p, e in bad]
+    return "\n".join(lines) + "\n"
+
+
+def build_tables(runs_root: str | Path, out_dir: str | Path) -> list[Path]:
+    """Write ``table<N>.csv``/``.md`` for N in 2, 5–13 and ``index.md``; return the paths."""
+    runs_root, out_dir = Path(runs_root), Path(out_dir)
+    records, bad = scan_records(runs_root)
+    written: list[Path] = []
+    used: dict[str, list[str]] = {}
+    for n in RESULT_TABLES:
+        cells = fill(table_cells(n), records)
+        for c in cells:
+            if c.record is not None:
+                tag = f"T{n}"
+                if tag not in used.setdefault(c.record["run_id"], []):
+                    used[c.record["run_id"]].append(tag)
+        frame = cells_frame(cells)
+        csv_path = out_dir / f"table{n}.csv"
+        write_text(csv_path, frame.to_csv(index=False))
+        written += [csv_path, write_text(out_dir / f"table{n}.md", render_markdown(n, frame))]
+    written.append(write_text(out_dir / "index.md", _index(records, bad, used, runs_root)))
+    return written
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="jlml tables", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=Path, default=repo_root() / "runs",
+                        help="folder searched recursively for metrics.json (default: runs/)")
+    parser.add_argument("--out", type=Path, default=repo_root() / "results" / "tables",
+                        help="where the tables are written (default: results/tables/)")
+    args = parser.parse_args(argv)
+    if not args.runs.is_dir():
+        print(f"jlml tables: {args.runs} does not exist; every cell will say 'no run'.", file=sys.stderr)
+    paths = build_tables(args.runs, args.out)
+    print(f"jlml tables: wrote {len(paths)} files to {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
