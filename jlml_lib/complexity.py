@@ -1,0 +1,150 @@
+"""Model size and cost: Table 1's output sizes and Table 13's parameters and FLOPs.
+
+Counting conventions (stated because the paper mixes them):
+
+* **MACs** — multiply-accumulates of convolutions and linear layers, counted by
+  ``torch.utils.flop_counter`` (which reports 2 FLOPs per MAC; we halve it). BN, ReLU, pooling
+  and additions are not counted, as in the usual tables.
+* **FLOPs** — 2 × MACs (a multiply and an add).
+* **Parameters** — every learnable tensor *except the final classifier(s)*: for JLML the two ID
+  classifiers (their size depends on the dataset), for torchvision's ImageNet models the last
+  1000-way Linear. Table 13's AlexNet/VGG16/ResNet50 rows match this convention.
+
+Table 13's AlexNet, VGG16, ResNet50 and GoogLeNet "FLOPs" are multiply-accumulate counts; its
+JLML value (1.54×10⁹) matches 2×MACs (we measure 1.58×10⁹ FLOPs = 0.79×10⁹ MACs). See
+notebooks/02_model.ipynb for the full discussion.
+"""
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from .model import JLML, jlml_resnet39
+
+__all__ = ["count_parameters", "count_macs", "layer_output_sizes", "ModelCost", "measure", "torchvision_cost",
+           "TABLE13_MODELS", "table13_measured", "main"]
+
+# Table 13's reference CNNs, built from torchvision's definitions (random weights: nothing downloaded).
+TABLE13_MODELS = ("alexnet", "vgg16", "resnet50", "googlenet")
+
+
+def _final_classifier(model: nn.Module) -> list[nn.Module]:
+    if isinstance(model, JLML):
+        return [m for m in (model.global_classifier, model.local_classifier, model.joint_classifier) if m is not None]
+    for attr in ("fc", "classifier"):
+        head = getattr(model, attr, None)
+        if isinstance(head, nn.Linear):
+            return [head]
+        if isinstance(head, nn.Sequential) and isinstance(head[-1], nn.Linear):
+            return [head[-1]]
+    raise ValueError(f"cannot find the final classifier of {type(model).__name__}")
+
+
+def count_parameters(model: nn.Module, *, exclude_classifier: bool = True) -> int:
+    """Number of learnable parameters, without the final classifier(s) by default."""
+    excluded = {id(p) for m in _final_classifier(model) for p in m.parameters()} if exclude_classifier else set()
+    return sum(p.numel() for p in model.parameters() if id(p) not in excluded)
+
+
+def count_macs(model: nn.Module, input_size: tuple[int, int] = (224, 224)) -> int:
+    """Multiply-accumulates of one forward pass of a single image (eval mode)."""
+    was_training = model.training
+    model.eval()
+    counter = FlopCounterMode(display=False)
+    try:
+        with torch.no_grad(), counter:
+            model(torch.zeros(1, 3, *input_size))
+    finally:
+        model.train(was_training)
+    return counter.get_total_flops() // 2
+
+
+def layer_output_sizes(model: JLML, input_size: tuple[int, int] = (224, 224)) -> dict[str, tuple[int, int]]:
+    """H×W after each row of Table 1, recorded with forward hooks.
+
+    Local sizes are per stripe (the grouped local stages hold all m stripes side by side in the
+    channel dimension, so the spatial size *is* the stripe size).
+    """
+    named = {"conv1": model.conv1, "G: pool1": model.global_pool, "L: pool1": model.stripe_pool}
+    for i, name in enumerate(("conv2_x", "conv3_x", "conv4_x", "conv5_x")):
+        named[f"G: {name}"] = model.global_stages[i]
+        named[f"L: {name}"] = model.local_stages[i]
+    sizes: dict[str, tuple[int, int]] = {}
+    hooks = [mod.register_forward_hook(lambda _m, _i, out, key=key: sizes.__setitem__(key, tuple(out.shape[-2:])))
+             for key, mod in named.items()]
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(torch.zeros(1, 3, *input_size))
+    finally:
+        for h in hooks:
+            h.remove()
+        model.train(was_training)
+    return {key: sizes[key] for key in named}
+
+
+@dataclass
+class ModelCost:
+    name: str
+    params: int          # without the final classifier(s)
+    macs: int            # multiply-accumulates at 224×224
+    depth: int           # weight layers on the longest path (conv + fc)
+    streams: int
+
+    @property
+    def flops(self) -> int:
+        return 2 * self.macs
+
+
+def jlml_depth(model: JLML) -> int:
+    """conv1 + 3 convs per bottleneck on one branch + feature fc + ID fc (= 39 for Table 1)."""
+    blocks = sum(len(stage) for stage in model.global_stages)
+    return 1 + 3 * blocks + 2
+
+
+def measure(model: JLML | None = None, input_size: tuple[int, int] = (224, 224)) -> ModelCost:
+    """JLML-ResNet39's row of Table 13 (1,000 ImageNet classes; classifiers are not counted)."""
+    model = model if model is not None else jlml_resnet39(1000)
+    return ModelCost("JLML-ResNet39", count_parameters(model), count_macs(model, input_size),
+                     jlml_depth(model), 1 + model.cfg.m)
+
+
+# depth as the papers that introduced them count it (weight layers); streams = 1
+_TORCHVISION_DEPTH = {"alexnet": 8, "vgg16": 16, "resnet50": 50, "googlenet": 22}
+
+
+def torchvision_cost(name: str, input_size: tuple[int, int] = (224, 224)) -> ModelCost:
+    import torchvision
+
+    kwargs = {"aux_logits": False, "init_weights": False} if name == "googlenet" else {}
+    model = getattr(torchvision.models, name)(weights=None, **kwargs)
+    return ModelCost(name, count_parameters(model), count_macs(model, input_size), _TORCHVISION_DEPTH[name], 1)
+
+
+def table13_measured(input_size: tuple[int, int] = (224, 224)) -> list[ModelCost]:
+    """Every row of Table 13, measured with the same counter."""
+    return [torchvision_cost(n, input_size) for n in TABLE13_MODELS] + [measure(input_size=input_size)]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="jlml complexity", description=__doc__.split("\n")[0])
+    parser.add_argument("--size", type=int, nargs=2, default=(224, 224), metavar=("H", "W"))
+    args = parser.parse_args(argv)
+    size = tuple(args.size)
+    print(f"Table 1 output sizes at {size[0]}×{size[1]} (H×W):")
+    for key, (h, w) in layer_output_sizes(jlml_resnet39(1000), size).items():
+        print(f"  {key:<12} {h}×{w}")
+    print("\nTable 13 (parameters without the final classifier; MACs and FLOPs = 2×MACs):")
+    print(f"  {'model':<14} {'params (M)':>10} {'MACs':>10} {'FLOPs':>10} {'depth':>5} {'streams':>7}")
+    for c in table13_measured(size):
+        print(f"  {c.name:<14} {c.params / 1e6:>10.2f} {c.macs:>10.3g} {c.flops:>10.3g} {c.depth:>5} {c.streams:>7}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,43 @@
+"""The set-up files agree with each other, and the console script works."""
+import re
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import yaml  # installed with jupyter (jupyter_events depends on PyYAML)
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _name(req: str) -> str:
+    return re.split(r"[<>=!~\[ ]", req, maxsplit=1)[0].lower()
+
+
+def test_environment_yml_matches_pyproject():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    wanted = set(project["dependencies"]) | set(project["optional-dependencies"]["test"])
+    env = yaml.safe_load((ROOT / "environment.yml").read_text())
+    pip_section = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict) and "pip" in d)
+    listed = {r for r in pip_section if not r.startswith("-e")}
+    assert {_name(r) for r in listed} == {_name(r) for r in wanted}
+    # pins must be identical where pyproject pins
+    pins = {_name(r): r for r in wanted if "==" in r}
+    for r in listed:
+        if _name(r) in pins:
+            assert r == pins[_name(r)]
+    assert "-e ." in pip_section, "environment.yml must install the package itself"
+
+
+def test_console_script_lists_commands():
+    out = subprocess.run([sys.executable, "-m", "jlml_lib.cli", "--help"], capture_output=True, text=True, check=True)
+    for cmd in ("data", "train", "complexity", "tables", "workbook"):
+        assert cmd in out.stdout
+    bad = subprocess.run([sys.executable, "-m", "jlml_lib.cli", "frobnicate"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "unknown command" in bad.stderr
+
+
+def test_makefile_and_ci_use_the_readme_commands():
+    readme = (ROOT / "README.md").read_text()
+    assert "make workbook" in readme and "make test" in readme
+    assert "make test" in (ROOT / ".ci" / "run").read_text()
