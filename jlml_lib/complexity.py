@@ -148,3 +148,98 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+# -- the paper's tables beside ours (used by notebooks/02_model.ipynb) ---------------------------------
+def table1(model: JLML | None = None, input_size: tuple[int, int] = (224, 224)):
+    """Table 1 (results/paper/table1.csv) with the output sizes measured on our model."""
+    import pandas as pd
+
+    from .results.paper import paper_dir
+
+    paper = pd.read_csv(paper_dir() / "table1.csv")
+    sizes = layer_output_sizes(model if model is not None else jlml_resnet39(1000), input_size)
+    prefix = {"shared": "", "global": "G: ", "local": "L: "}
+
+    def measured(row) -> str:
+        hw = (1, 1) if row.layer == "fc" else sizes.get(f"{prefix[row.branch]}{row.layer}")
+        return "" if hw is None else f"{hw[0]}×{hw[1]}"
+
+    def printed(row) -> str:
+        return "" if pd.isna(row.output_h) else f"{int(row.output_h)}×{int(row.output_w)}"
+
+    out = pd.DataFrame({
+        "layer": paper.layer, "branch": paper.branch, "kernel / widths": paper.kernel_widths,
+        "blocks": paper.blocks,
+        "paper output": paper.apply(printed, axis=1),
+        "measured output": paper.apply(measured, axis=1),
+    })
+    # Table 1 prints no size on the pooling row (it is implied by conv2_x): nothing to compare there
+    out["match"] = [(p == m) if p else None for p, m in zip(out["paper output"], out["measured output"])]
+    return out
+
+
+def table13(input_size: tuple[int, int] = (224, 224)):
+    """Table 13: the paper's row beside ours for every model, with our MACs and FLOPs (= 2×MACs)."""
+    import pandas as pd
+
+    from .results.paper import load_paper_table
+
+    paper = load_paper_table(13).set_index("model_key")
+    rows = []
+    for cost in table13_measured(input_size):
+        p = paper.loc["jlml_resnet39" if cost.name == "JLML-ResNet39" else cost.name]
+        rows.append({
+            "model": p["model"],
+            "paper FLOPs": float(p["flops"]), "our MACs": cost.macs, "our FLOPs (2×MACs)": cost.flops,
+            "paper params (M)": float(p["params_million"]), "our params (M)": round(cost.params / 1e6, 2),
+            "paper depth": int(p["depth"]), "our depth": cost.depth,
+            "streams": cost.streams,
+        })
+    return pd.DataFrame(rows)
+
+
+CONVENTION = ("flops = multiply-accumulates (MACs) of conv and linear layers at 224x224, counted by "
+              "torch.utils.flop_counter (its 2-per-MAC count halved); flops_2mac = 2 x MACs; params "
+              "exclude the final classifier(s)")
+
+
+def write_complexity_record(out_dir, input_size: tuple[int, int] = (224, 224)):
+    """Measure every Table 13 row and write it as a ``complexity`` metrics.json (for `jlml tables`)."""
+    import time
+
+    from .results.records import write_complexity
+
+    start = time.perf_counter()
+    costs = table13_measured(input_size)
+    models = {("jlml_resnet39" if c.name == "JLML-ResNet39" else c.name):
+              {"flops": c.macs, "flops_2mac": c.flops, "params": c.params, "depth": c.depth, "streams": c.streams}
+              for c in costs}
+    return write_complexity(out_dir, models=models, convention=CONVENTION,
+                            config={"input_size": list(input_size)}, wall_time_s=time.perf_counter() - start)
+
+
+def plot_table13(frame, path=None):
+    """Bar chart of Table 13: the paper's FLOPs beside our MACs and 2×MACs, and the parameters."""
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    cost = frame.melt(id_vars="model", value_vars=["paper FLOPs", "our MACs", "our FLOPs (2×MACs)"],
+                      var_name="count", value_name="operations")
+    size = frame.melt(id_vars="model", value_vars=["paper params (M)", "our params (M)"],
+                      var_name="count", value_name="millions")
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4))
+    sns.barplot(data=cost, x="model", y="operations", hue="count", ax=axes[0])
+    axes[0].set_yscale("log")
+    axes[0].set_title("Table 13: operations per 224×224 image (log scale)")
+    sns.barplot(data=size, x="model", y="millions", hue="count", ax=axes[1])
+    axes[1].set_title("Table 13: parameters (final classifier excluded)")
+    for ax in axes:
+        ax.tick_params(axis="x", rotation=20)
+    fig.tight_layout()
+    if path is not None:
+        from .io import atomic_open
+
+        with atomic_open(path, "wb") as fh:
+            fig.savefig(fh, format="png", dpi=110)
+    return fig
