@@ -1,0 +1,148 @@
+"""`jlml workbook`: run the notebooks in order through papermill, then regenerate the tables.
+
+    jlml workbook                              # every notebook, defaults (synthetic data, CPU)
+    jlml workbook --only 05                    # one notebook
+    jlml workbook --from 04                    # 04, 05, ... 09
+    jlml workbook --profile paper --device cuda \\
+        --data-root market1501=/data/Market-1501-v15.09.15 --data-root cuhk03=/data/cuhk03_release
+
+Executed copies go to ``results/executed/<name>.ipynb`` (a failed one is kept there too, and the
+failing notebook and cell are named). Only parameters a notebook declares in its ``parameters``
+cell are passed to it (papermill's ``inspect_notebook``). Chains pass their checkpoints on: the
+ImageNet model of 03 initialises 04–07 when it exists, and 06's CUHK03+Market-1501 model
+initialises 07. Finally ``results/tables/`` is rebuilt from every run's ``metrics.json``.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+from .results.paper import repo_root
+
+# notebook -> the dataset names whose --data-root it takes (parameter "data_root" or "<name>_root")
+NOTEBOOKS: tuple[str, ...] = (
+    "00_setup", "01_data_preparation", "02_model", "03_imagenet_pretraining", "04_cuhk03", "05_market",
+    "06_viper", "07_grid", "08_ablations", "09_paper_tables",
+)
+DATA_ROOT_OF = {"03_imagenet_pretraining": "imagenet", "04_cuhk03": "cuhk03", "05_market": "market1501",
+                "06_viper": "viper", "07_grid": "grid", "08_ablations": "market1501"}
+DATASETS = ("market1501", "cuhk03", "viper", "grid", "imagenet")
+# where a chain's checkpoint is left, relative to the repo root, and who consumes it
+CHAIN_CHECKPOINTS = {
+    "imagenet": ("runs/03_imagenet_pretraining/checkpoints/final.pt", ("04_cuhk03", "05_market", "06_viper")),
+    "cuhk03+market1501": ("runs/06_viper/cuhk03+market1501/checkpoints/final.pt", ("07_grid",)),
+}
+
+
+@dataclass
+class Plan:
+    notebooks: list[Path]
+    params: dict[str, Any] = field(default_factory=dict)     # passed to every notebook that takes them
+    data_roots: dict[str, str] = field(default_factory=dict)
+    executed_dir: Path = field(default_factory=lambda: repo_root() / "results" / "executed")
+
+
+def notebook_dir() -> Path:
+    return repo_root() / "notebooks"
+
+
+def select(only: list[str] | None = None, start: str | None = None) -> list[Path]:
+    """The notebooks to run, in order; ``only``/``start`` take prefixes such as ``05``."""
+    available = [notebook_dir() / f"{n}.ipynb" for n in NOTEBOOKS if (notebook_dir() / f"{n}.ipynb").exists()]
+
+    def find(prefix: str) -> int:
+        hits = [i for i, p in enumerate(available) if p.stem.startswith(prefix)]
+        if not hits:
+            raise ConfigError(f"no notebook matches {prefix!r}; available: {', '.join(p.stem for p in available)}")
+        return hits[0]
+
+    if only:
+        return [available[find(p)] for p in only]
+    return available[find(start):] if start else available
+
+
+def parse_data_roots(items: list[str]) -> dict[str, str]:
+    roots = {}
+    for item in items:
+        name, sep, path = item.partition("=")
+        if not sep or name not in DATASETS or not path:
+            raise ConfigError(f"--data-root expects NAME=PATH with NAME in {', '.join(DATASETS)}; got {item!r}")
+        if not Path(path).expanduser().exists():
+            raise ConfigError(f"--data-root {name}={path}: that folder does not exist")
+        roots[name] = str(Path(path).expanduser().resolve())
+    return roots
+
+
+def notebook_parameters(path: Path, plan: Plan) -> dict[str, Any]:
+    """The parameters this notebook declares, filled from the plan and the checkpoint chains."""
+    import papermill as pm
+
+    declared = pm.inspect_notebook(str(path))
+    params = {k: v for k, v in plan.params.items() if k in declared}
+    stem = path.stem
+    if "data_root" in declared and DATA_ROOT_OF.get(stem) in plan.data_roots:
+        params["data_root"] = plan.data_roots[DATA_ROOT_OF[stem]]
+    for name in DATASETS:  # notebooks that see several datasets (01) take <name>_root
+        if f"{name}_root" in declared and name in plan.data_roots:
+            params[f"{name}_root"] = plan.data_roots[name]
+    if "init" in declared:
+        for ckpt, consumers in CHAIN_CHECKPOINTS.values():
+            if stem in consumers and (repo_root() / ckpt).exists():
+                params["init"] = str(repo_root() / ckpt)
+    return params
+
+
+def run(plan: Plan, *, log=print) -> int:
+    import papermill as pm
+
+    plan.executed_dir.mkdir(parents=True, exist_ok=True)
+    total = time.perf_counter()
+    for i, path in enumerate(plan.notebooks, 1):
+        params = notebook_parameters(path, plan)
+        out = plan.executed_dir / path.name
+        shown = " ".join(f"{k}={v}" for k, v in params.items())
+        log(f"[{i}/{len(plan.notebooks)}] {path.name} {shown}".rstrip())
+        start = time.perf_counter()
+        try:
+            pm.execute_notebook(str(path), str(out), parameters=params, cwd=str(repo_root()),
+                                kernel_name="python3", progress_bar=False, log_output=False)
+        except pm.PapermillExecutionError as err:
+            log(f"FAILED {path.name} at cell {err.exec_count} after {time.perf_counter() - start:.0f} s: "
+                f"{err.ename}: {err.evalue}\n  the executed copy (with the error) is kept at {out}")
+            return 1
+        log(f"      done in {time.perf_counter() - start:.0f} s -> {out.relative_to(repo_root())}")
+    from .results.tables import build_tables
+
+    written = build_tables(repo_root() / "runs", repo_root() / "results" / "tables")
+    log(f"tables: {len(written)} files in results/tables/; workbook wall time {time.perf_counter() - total:.0f} s")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="jlml workbook", description=__doc__.split("\n")[0])
+    p.add_argument("--only", nargs="+", metavar="NN", help="run only these notebooks (prefixes, e.g. 02 05)")
+    p.add_argument("--from", dest="start", metavar="NN", help="start at this notebook")
+    p.add_argument("--profile", choices=("smoke", "paper"), help="training profile (default: each notebook's)")
+    p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: each notebook's)")
+    p.add_argument("--nproc", type=int, help="processes per training run (torchrun); GPUs on one machine")
+    p.add_argument("--data-root", action="append", default=[], metavar="NAME=PATH",
+                   help=f"a real dataset copy; NAME in {', '.join(DATASETS)}; repeat for several")
+    p.add_argument("--seed", type=int)
+    args = p.parse_args(argv)
+    try:
+        params = {k: v for k, v in (("profile", args.profile), ("device", args.device),
+                                    ("nproc", args.nproc), ("seed", args.seed)) if v is not None}
+        plan = Plan(select(args.only, args.start), params, parse_data_roots(args.data_root))
+    except ConfigError as err:
+        print(f"jlml workbook: {err}", file=sys.stderr)
+        return 2
+    return run(plan)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
