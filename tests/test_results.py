@@ -39,7 +39,7 @@ def cell(table: int, column: str, **where) -> float:
 
 # ============================================================ transcription
 def test_every_table_loads_with_expected_shape():
-    shapes = {2: (4, 9), 3: (11, 8), 4: (2, 9), 5: (18, 8), 6: (5, 7), 7: (9, 7), 8: (5, 7),
+    shapes = {1: (13, 6), 2: (4, 9), 3: (11, 8), 4: (2, 9), 5: (18, 8), 6: (5, 7), 7: (9, 7), 8: (5, 7),
               9: (3, 6), 10: (6, 8), 11: (2, 6), 12: (2, 6), 13: (5, 6)}
     assert set(shapes) == set(PAPER_TABLES)
     for n, shape in shapes.items():
@@ -204,8 +204,8 @@ def test_table4_matches_the_implementation_text():
 
 
 def test_paper_loader_errors(tmp_path, monkeypatch):
-    with pytest.raises(ConfigError, match="Table 1"):
-        load_paper_table(1)
+    with pytest.raises(ConfigError, match="no transcribed Table 14"):
+        load_paper_table(14)
     with pytest.raises(ConfigError, match="no JLML result row"):
         paper_jlml(2)
     monkeypatch.setattr(paper_mod, "paper_dir", lambda: tmp_path)

@@ -12,8 +12,8 @@ import pandas as pd
 
 from jlml_lib.errors import ConfigError
 
-#: tables shipped in results/paper (Table 1 is the architecture: code, not data)
-PAPER_TABLES: tuple[int, ...] = (2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13)
+#: tables shipped in results/paper (Table 1: layer layout, checked against jlml_lib.model)
+PAPER_TABLES: tuple[int, ...] = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13)
 
 #: metric columns of the accuracy tables (percentages as printed)
 CMC_COLUMNS: tuple[str, ...] = ("R1", "R5", "R10", "R20")
@@ -46,8 +46,7 @@ def load_paper_table(n: int) -> pd.DataFrame:
     """Table ``n`` of the paper as a DataFrame (every row, competitors included; "-" -> NaN)."""
     if n not in PAPER_TABLES:
         raise ConfigError(
-            f"The paper has no transcribed Table {n}; available: {', '.join(map(str, PAPER_TABLES))} "
-            "(Table 1 is the architecture, see jlml_lib.model)."
+            f"The paper has no transcribed Table {n}; available: {', '.join(map(str, PAPER_TABLES))}."
         )
     path = paper_dir() / f"table{n}.csv"
     if not path.is_file():
