@@ -1,0 +1,72 @@
+"""Re-id features of a trained model over a data loader (paper §2.3: the 1,024-D joint feature)."""
+
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+import numpy as np
+import torch
+
+from jlml_lib.errors import ConfigError, DataError
+
+KINDS = ("joint", "global", "local")
+
+__all__ = ["KINDS", "extract_features"]
+
+
+def extract_features(
+    model: torch.nn.Module,
+    loader: Iterable[Any],
+    device: Any = "cpu",
+    kind: str = "joint",
+    flip: bool = False,
+) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
+    """``model.features(x, kind)`` for every batch of ``loader``, in loader order.
+
+    ``loader`` yields ``(images, pids, camids)`` (e.g. ``jlml_lib.data.build_loader(items,
+    train=False, ...)``, which keeps the item order). Runs in eval mode under ``torch.no_grad``
+    and restores the model's previous mode. ``flip=True`` averages the features of the image
+    and its horizontal mirror; off by default because the paper does not use it.
+
+    Returns ``(feats, pids, camids)``: a float32 CPU tensor ``N × D`` and two int64 arrays.
+    """
+    if kind not in KINDS:
+        raise ConfigError(f"extract_features: kind must be one of {KINDS}, got {kind!r}")
+    if not hasattr(model, "features"):
+        raise ConfigError(
+            f"extract_features: {type(model).__name__} has no .features(x, kind) method; pass a JLML model "
+            "(jlml_lib.model.jlml_resnet39) or a wrapper that provides it"
+        )
+    dev = torch.device(device)
+    was_training = model.training
+    model.eval()
+    feats: list[torch.Tensor] = []
+    pids: list[np.ndarray] = []
+    cams: list[np.ndarray] = []
+    try:
+        with torch.no_grad():
+            for batch in loader:
+                try:
+                    x, pid, cam = batch[0], batch[1], batch[2]
+                except (TypeError, IndexError, KeyError):
+                    raise DataError(
+                        "extract_features: each batch must be (images, pids, camids), as "
+                        "jlml_lib.data.build_loader yields"
+                    ) from None
+                x = x.to(dev, non_blocking=True)
+                f = model.features(x, kind)
+                if flip:
+                    f = (f + model.features(torch.flip(x, dims=[3]), kind)) / 2
+                feats.append(f.detach().float().cpu())
+                pids.append(np.asarray(torch.as_tensor(pid).cpu(), dtype=np.int64).reshape(-1))
+                cams.append(np.asarray(torch.as_tensor(cam).cpu(), dtype=np.int64).reshape(-1))
+    finally:
+        model.train(was_training)
+    if not feats:
+        raise DataError("extract_features: the loader yielded no batches (empty query or gallery list?)")
+    out = torch.cat(feats)
+    if not bool(torch.isfinite(out).all()):
+        raise DataError(
+            "extract_features: the model produced NaN/inf features; the checkpoint is probably diverged or corrupt"
+        )
+    return out, np.concatenate(pids), np.concatenate(cams)
