@@ -308,10 +308,10 @@ def built(tmp_path):
     write_metrics(runs / "noshare", **_eval_kwargs(variant={"shared_conv1": False}, source="real",
                                                    profile="paper", device="cuda x4 (DDP)"))
     write_metrics(runs / "cuhk-lab", **_eval_kwargs(
-        dataset="cuhk03-labeled", protocol="classic", metrics={"rank1": 0.75, "rank5": 0.875,
+        dataset="cuhk03-labeled", protocol="cuhk03-classic", metrics={"rank1": 0.75, "rank5": 0.875,
                                                                "rank10": 0.9375, "rank20": 1.0}))
     write_metrics(runs / "cuhk-det-new", **_eval_kwargs(
-        dataset="cuhk03-detected", protocol="new", metrics={"rank1": 0.5, "rank5": 0.5,
+        dataset="cuhk03-detected", protocol="cuhk03-new", metrics={"rank1": 0.5, "rank5": 0.5,
                                                             "rank10": 0.5, "rank20": 0.5}))
     old = write_metrics(runs / "viper-old", **_eval_kwargs(dataset="viper", protocol="10-splits",
                                                            metrics={"rank1": 0.125}))
@@ -319,6 +319,13 @@ def built(tmp_path):
                                                            metrics={"rank1": 0.375}))
     _set_created(old, "2030-01-02T00:00:00+00:00")  # lexically later dir, but older record
     _set_created(new, "2030-01-03T00:00:00+00:00")
+    # GRID: a 10-fold mean beats a newer single-fold smoke run
+    mean = write_metrics(runs / "grid-mean", **_eval_kwargs(dataset="grid", protocol="grid",
+                         metrics={"rank1": 0.25}, extra={"aggregated_over": 10}))
+    single = write_metrics(runs / "grid-split-00", **_eval_kwargs(dataset="grid", protocol="grid",
+                           metrics={"rank1": 0.75}))
+    _set_created(mean, "2030-01-02T00:00:00+00:00")
+    _set_created(single, "2030-01-05T00:00:00+00:00")
     write_dataset_stats(runs / "stats-cuhk", dataset="cuhk03", source="real", cams=6, ids=1467,
                         train_ids=1367, test_ids=100, labelled=14096, detected=14097)
     write_complexity(runs / "complexity", convention="multiply-accumulates at 224x224",
@@ -369,6 +376,8 @@ def test_build_tables_values_and_deltas(built):
     # newest record wins, and says so
     v = _csv_cell(out, 7, "JLML", "R1")
     assert v["ours"] == pytest.approx(37.5) and v["n_runs"] == 2 and "(newest of 2)" in v["source"]
+    g = _csv_cell(out, 8, "JLML", "R1")
+    assert g["ours"] == pytest.approx(25.0) and "mean of 10 splits (most splits of 2;" in g["source"]
     # Table 2 counts and Table 13 (params in millions)
     t2 = _csv_cell(out, 2, "CUHK03", "labelled")
     assert t2["ours"] == 14096 and t2["delta"] == -1 and t2["source"].startswith("real")

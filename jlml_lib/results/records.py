@@ -11,8 +11,9 @@ Written by the caller (required)::
     kind          "evaluation" | "dataset_stats" | "complexity"
     dataset       "market1501" | "cuhk03-labeled" | "cuhk03-detected" | "viper" | "grid"
                   (dataset_stats: also "cuhk03"; complexity: "" — not tied to a dataset)
-    protocol      free text naming the test protocol, e.g. "standard" (Market-1501), "classic"
-                  or "new" (CUHK03; only "classic..." fills Table 5), "10-splits" (VIPeR/GRID)
+    protocol      the dataset's protocol name (``ReidDataset.protocol``), e.g. "market1501",
+                  "cuhk03-classic" / "cuhk03-new" (only a protocol containing "classic" fills
+                  Table 5), "viper", "grid"
     source        "real" | "synthetic"  (synthetic numbers are always labelled as such)
     profile       "smoke" | "paper" | ...  (the training profile)
     metrics       dict, see below
@@ -22,7 +23,9 @@ Written by the caller (required)::
     variant       dict, ablation switches; missing keys take the full-JLML default:
                   {"feature": "joint"|"global"|"local", "loss": "multi"|"uni",
                    "shared_conv1": bool, "sfl": bool}   (default joint/multi/true/true)
-    extra         dict, anything else (free)
+    extra         dict, anything else (free). Read by the tables: ``aggregated_over`` (int, the
+                  number of splits a mean covers: the record with most splits fills a cell,
+                  the newest among equals) and ``convention`` (complexity records).
 
 Added by :func:`write_metrics`::
 
@@ -43,7 +46,7 @@ is ``single_query.rank1``; every accuracy is a **fraction in [0, 1]**, tables sh
   and plotted). The variant selects the table row: Table 6 needs the default variant;
   Table 9 varies ``feature``; Table 10 ``loss`` × ``feature``; Table 11 ``shared_conv1``;
   Table 12 ``sfl`` (the other switches at their default).
-- ``evaluation`` on ``cuhk03-labeled`` / ``cuhk03-detected`` (protocol "classic…", Table 5),
+- ``evaluation`` on ``cuhk03-labeled`` / ``cuhk03-detected`` (protocol "…classic…", Table 5),
   ``viper`` (Table 7), ``grid`` (Table 8): ``rank1``, ``rank5``, ``rank10``, ``rank20``
   (optionally ``cmc``, ``mAP``, ``*_std``), default variant.
 - ``dataset_stats`` (Table 2), dataset ``viper`` | ``grid`` | ``cuhk03`` | ``market1501``:

@@ -8,7 +8,8 @@ source of ours. ``index.md`` lists every record and what it filled. Competitor r
 ``results/paper/``. Nothing here is typed by hand: a cell with no matching record says "no run".
 
 Cell rules: when several records fill a cell the newest (``created``) wins and the source says
-"newest of N". Accuracies are stored as fractions and shown in %. Synthetic numbers carry
+"newest of N" — except that a record averaging more splits (``extra.aggregated_over``) wins over
+one averaging fewer. Accuracies are stored as fractions and shown in %. Synthetic numbers carry
 "synthetic" in their source: they exercise the code path and are not a reproduction.
 
 CLI: ``jlml tables [--runs DIR] [--out DIR]`` (defaults ``runs/`` and ``results/tables/`` under the
@@ -81,13 +82,14 @@ def canonical_dataset(name: str) -> str:
 
 
 def _evaluation(dataset: str, variant: dict[str, Any] | None = None,
-                protocol_prefix: str | None = None) -> Callable[[Record], bool]:
+                protocol_word: str | None = None) -> Callable[[Record], bool]:
     want = {**DEFAULT_VARIANT, **(variant or {})}
 
     def match(rec: Record) -> bool:
         return (rec["kind"] == "evaluation" and canonical_dataset(rec["dataset"]) == dataset
                 and rec["variant"] == want
-                and (protocol_prefix is None or str(rec["protocol"]).lower().startswith(protocol_prefix)))
+                # e.g. Table 5 is CUHK03's classic protocol ("cuhk03-classic"), never "cuhk03-new"
+                and (protocol_word is None or protocol_word in str(rec["protocol"]).lower()))
     return match
 
 
@@ -116,7 +118,7 @@ def table_cells(n: int) -> list[Cell]:
             annotation, col = key.split(".")
             ds = "cuhk03-labeled" if annotation == "labelled" else "cuhk03-detected"
             cells.append(Cell(5, f"JLML ({annotation})", col, paper, "evaluation",
-                              _evaluation(ds, protocol_prefix="classic"), CMC_KEYS[col]))
+                              _evaluation(ds, protocol_word="classic"), CMC_KEYS[col]))
     elif n in (6, 7, 8):
         ds, keys = {6: ("market1501", MARKET_KEYS), 7: ("viper", CMC_KEYS), 8: ("grid", CMC_KEYS)}[n]
         for col, paper in paper_jlml(n).items():
@@ -148,8 +150,21 @@ def _created(rec: Record) -> _dt.datetime:
     return ts if ts.tzinfo else ts.replace(tzinfo=_dt.timezone.utc)
 
 
+def _splits(rec: Record) -> int:
+    """How many splits a record averages (``extra.aggregated_over``; 1 when absent)."""
+    try:
+        return max(1, int(rec.get("extra", {}).get("aggregated_over", 1)))
+    except (TypeError, ValueError):
+        return 1
+
+
 def fill(cells: list[Cell], records: list[Record]) -> list[Cell]:
-    """Give each cell the newest record that matches it and holds its metric."""
+    """Give each cell the newest record that matches it and holds its metric.
+
+    A record averaging more splits (``extra.aggregated_over``) beats one averaging fewer: the
+    paper reports means over splits (Tables 5, 7, 8), so a later single-split smoke run must not
+    replace a 20-split mean. Among equals the newest wins.
+    """
     for cell in cells:
         cands = []
         for rec in records:
@@ -157,7 +172,7 @@ def fill(cells: list[Cell], records: list[Record]) -> list[Cell]:
             if cell.match(rec) and isinstance(value, (int, float)) and not isinstance(value, bool) \
                     and math.isfinite(value):
                 cands.append(rec)
-        cands.sort(key=_created)
+        cands.sort(key=lambda r: (_splits(r), _created(r)))
         cell.candidates, cell.n_runs = cands, len(cands)
         if cands:
             cell.record = cands[-1]
@@ -166,10 +181,14 @@ def fill(cells: list[Cell], records: list[Record]) -> list[Cell]:
 
 
 # ---------------------------------------------------------------- formatting
-def source_label(rec: Record, n_runs: int = 1) -> str:
+def source_label(rec: Record, n_runs: int = 1, newest: bool = True) -> str:
     """E.g. "synthetic · run 20250101T000000Z-1a2b3c4d · profile smoke · cpu (newest of 3)"."""
     label = f"{rec['source']} · run {rec['run_id']} · profile {rec.get('profile') or '-'} · {rec['device']}"
-    return label + (f" (newest of {n_runs})" if n_runs > 1 else "")
+    if _splits(rec) > 1:
+        label += f" · mean of {_splits(rec)} splits"
+    if n_runs > 1:
+        label += f" (newest of {n_runs})" if newest else f" (most splits of {n_runs}; newer runs average fewer)"
+    return label
 
 
 def _fmt(value: float | None, unit: str, signed: bool = False) -> str:
@@ -194,7 +213,9 @@ def cells_frame(cells: list[Cell]) -> pd.DataFrame:
         rows.append({
             "table": c.table, "row": c.row, "column": c.column, "unit": c.unit, "paper": c.paper,
             "ours": c.ours, "delta": delta,
-            "source": source_label(c.record, c.n_runs) if c.record else "no run",
+            "source": source_label(c.record, c.n_runs,
+                                   newest=_created(c.record) == max(map(_created, c.candidates)))
+            if c.record else "no run",
             "data": c.record["source"] if c.record else "",
             "run_id": c.record["run_id"] if c.record else "", "n_runs": c.n_runs,
             "metric_key": c.metric,
