@@ -307,9 +307,9 @@ def built(tmp_path):
         metrics={"single_query": {"rank1": 0.5}}, variant={"loss": "uni", "feature": "local"}))
     write_metrics(runs / "noshare", **_eval_kwargs(variant={"shared_conv1": False}, source="real",
                                                    profile="paper", device="cuda x4 (DDP)"))
-    write_metrics(runs / "cuhk-lab", **_eval_kwargs(
-        dataset="cuhk03-labeled", protocol="cuhk03-classic", metrics={"rank1": 0.75, "rank5": 0.875,
-                                                               "rank10": 0.9375, "rank20": 1.0}))
+    write_metrics(runs / "cuhk-lab", **_eval_kwargs(  # a split aggregate may nest mean/std
+        dataset="cuhk03-labeled", protocol="cuhk03-classic", metrics={
+            "rank1": {"mean": 0.75, "std": 0.01}, "rank5": 0.875, "rank10": 0.9375, "rank20": 1.0}))
     write_metrics(runs / "cuhk-det-new", **_eval_kwargs(
         dataset="cuhk03-detected", protocol="cuhk03-new", metrics={"rank1": 0.5, "rank5": 0.5,
                                                             "rank10": 0.5, "rank20": 0.5}))
@@ -371,6 +371,7 @@ def test_build_tables_values_and_deltas(built):
     assert "profile paper · cuda x4 (DDP)" in ns["source"]
     # CUHK03: classic labelled fills Table 5; a "new"-protocol detected run must not
     assert _csv_cell(out, 5, "JLML (labelled)", "R20")["delta"] == pytest.approx(100.0 - 99.8)
+    assert _csv_cell(out, 5, "JLML (labelled)", "R1")["ours"] == pytest.approx(75.0)
     det = _csv_cell(out, 5, "JLML (detected)", "R1")
     assert pd.isna(det["ours"]) and det["source"] == "no run"
     # newest record wins, and says so

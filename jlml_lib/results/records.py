@@ -48,7 +48,8 @@ is ``single_query.rank1``; every accuracy is a **fraction in [0, 1]**, tables sh
   Table 12 ``sfl`` (the other switches at their default).
 - ``evaluation`` on ``cuhk03-labeled`` / ``cuhk03-detected`` (protocol "…classic…", Table 5),
   ``viper`` (Table 7), ``grid`` (Table 8): ``rank1``, ``rank5``, ``rank10``, ``rank20``
-  (optionally ``cmc``, ``mAP``, ``*_std``), default variant.
+  (optionally ``cmc``, ``mAP``, ``*_std``), default variant. A mean over splits may store a
+  metric as the number or as ``{"mean": m, "std": s}``; put ``extra.aggregated_over = N``.
 - ``dataset_stats`` (Table 2), dataset ``viper`` | ``grid`` | ``cuhk03`` | ``market1501``:
   ``cams``, ``ids``, ``train_ids``, ``test_ids``, ``labelled``, ``detected`` (integers).
 - ``complexity`` (Table 13): ``{model_key: {"flops": float, "params": int, ...}}`` with

@@ -158,6 +158,15 @@ def _splits(rec: Record) -> int:
         return 1
 
 
+def metric_value(rec: Record, key: str) -> float | None:
+    """``key`` of a record's metrics, or ``key.mean`` when a split aggregate nests mean/std."""
+    for k in (key, f"{key}.mean"):
+        value = rec["_flat"].get(k)
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+            return float(value)
+    return None
+
+
 def fill(cells: list[Cell], records: list[Record]) -> list[Cell]:
     """Give each cell the newest record that matches it and holds its metric.
 
@@ -168,15 +177,13 @@ def fill(cells: list[Cell], records: list[Record]) -> list[Cell]:
     for cell in cells:
         cands = []
         for rec in records:
-            value = rec["_flat"].get(cell.metric)
-            if cell.match(rec) and isinstance(value, (int, float)) and not isinstance(value, bool) \
-                    and math.isfinite(value):
+            if cell.match(rec) and metric_value(rec, cell.metric) is not None:
                 cands.append(rec)
         cands.sort(key=lambda r: (_splits(r), _created(r)))
         cell.candidates, cell.n_runs = cands, len(cands)
         if cands:
             cell.record = cands[-1]
-            cell.ours = float(cell.record["_flat"][cell.metric]) * cell.scale
+            cell.ours = metric_value(cell.record, cell.metric) * cell.scale
     return cells
 
 
