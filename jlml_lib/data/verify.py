@@ -78,6 +78,7 @@ def verify(name: str, root: str | os.PathLike, *, quick: bool = False,
     if name == "cuhk03+market1501":
         raise DataError("verify the two datasets one at a time: `jlml data verify cuhk03 ROOT` "
                         "and `jlml data verify market1501 ROOT`.")
+    get_spec(name)  # an unknown name: one clear ConfigError listing the known ones
     root = Path(root).expanduser()
     man = manifest if manifest is not None else load_manifest(name)
     rep = Report(name, str(root), None, "real", 1.0)
