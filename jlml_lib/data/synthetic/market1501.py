@@ -15,6 +15,7 @@ import numpy as np
 from PIL import Image
 
 from jlml_lib.data.manifests import plan
+from jlml_lib.data.synthetic.matlab import savemat_v5
 from jlml_lib.data.synthetic.render import Studio
 
 FOLDER = "Market-1501-v15.09.15"
@@ -144,8 +145,6 @@ def _write_gt_query(ddir: Path, query: list, test: list) -> None:
     """Per-query ``_good.mat`` / ``_junk.mat`` lists of 1-based indices into the sorted test
     folder (good: same pid, other camera; junk: same pid and camera). The evaluation never
     reads these (it derives good/junk from pids and cameras); they complete the layout."""
-    from scipy.io import savemat
-
     out = ddir / "gt_query"
     out.mkdir(parents=True, exist_ok=True)
     names = sorted(t[0] for t in test)
@@ -156,5 +155,5 @@ def _write_gt_query(ddir: Path, query: list, test: list) -> None:
         good = np.flatnonzero(same & (meta[:, 1] != cam)) + 1
         junk = np.flatnonzero(same & (meta[:, 1] == cam)) + 1
         stem = name[: -len("_00.jpg")]
-        savemat(out / f"{stem}_good.mat", {"good_index": good.reshape(-1, 1).astype(float)})
-        savemat(out / f"{stem}_junk.mat", {"junk_index": junk.reshape(-1, 1).astype(float)})
+        savemat_v5(out / f"{stem}_good.mat", {"good_index": good.reshape(-1, 1).astype(float)})
+        savemat_v5(out / f"{stem}_junk.mat", {"junk_index": junk.reshape(-1, 1).astype(float)})
