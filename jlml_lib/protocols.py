@@ -287,7 +287,8 @@ def aggregate(results: Sequence[Mapping[str, Any]], *, over: str = "splits") -> 
     Scalars (``rank*``, ``mAP``, ...) give ``key`` (mean) and ``key_std``; ``cmc`` gives the mean
     curve and ``cmc_std``; nested dicts (Market-1501's ``single_query``/``multi_query``) are
     aggregated the same way. The standard deviation is the sample one (``ddof=1``; 0.0 for a
-    single result). ``protocol``/``ap`` and other settings must agree across results.
+    single result). Inputs' own ``*_std`` (a CUHK03 split's spread over its draws) are replaced by
+    the spread over the inputs. ``protocol``/``ap`` and other settings must agree across results.
     """
     results = list(results)
     if not results:
@@ -304,8 +305,8 @@ def aggregate(results: Sequence[Mapping[str, Any]], *, over: str = "splits") -> 
     out: dict[str, Any] = {k: first[k] for k in _SETTINGS if k in first}
     out[f"num_{over}"] = n
     for key, val in first.items():
-        if key in _SETTINGS or key in ("split", "seed"):
-            continue
+        if key in _SETTINGS or key in ("split", "seed", "splits") or key.endswith("_std"):
+            continue  # an input's own spread (e.g. over CUHK03 draws) gives way to the spread computed here
         if isinstance(val, Mapping):
             subs = [r.get(key) for r in results]
             if all(isinstance(s, Mapping) for s in subs):
@@ -322,7 +323,7 @@ def aggregate(results: Sequence[Mapping[str, Any]], *, over: str = "splits") -> 
         elif all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in vals):
             arr = np.asarray(vals, dtype=np.float64)
             out[key] = float(arr.mean())
-            if not key.endswith("_std") and not key.startswith("num_") and key != "mq_fallbacks":
+            if not key.startswith("num_") and key != "mq_fallbacks":
                 out[f"{key}_std"] = float(arr.std(ddof=1)) if n > 1 else 0.0
     splits = [r.get("split") for r in results]
     if any(s is not None for s in splits):

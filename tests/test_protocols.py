@@ -150,6 +150,16 @@ def test_aggregate_mean_and_sample_std():
         protocols.aggregate([])
 
 
+def test_aggregate_over_splits_replaces_the_draw_spread():
+    # two CUHK03 splits whose draw-level spread is 0.1 and 0.3: over splits, rank-1 0.4 and 0.8
+    # -> mean 0.6, sample std 0.2*sqrt(2); the draw-level stds are not averaged into it
+    a = {"protocol": "cuhk03-classic-single-shot", "ap": "official", "rank1": 0.4, "rank1_std": 0.1, "num_draws": 10}
+    b = {**a, "rank1": 0.8, "rank1_std": 0.3}
+    r = protocols.aggregate([a, b])
+    assert r["rank1"] == pytest.approx(0.6) and r["rank1_std"] == pytest.approx(0.2 * math.sqrt(2))
+    assert r["num_draws"] == 10
+
+
 def test_aggregate_nested_market_results():
     q = fs([0.0, 0.5], [1, 2], [0, 0])
     g = fs([1.0, 0.5, 0.1], [1, 2, -1], [1, 1, 1])
