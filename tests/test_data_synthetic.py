@@ -11,7 +11,6 @@ import pytest
 from jlml_lib.data import load_dataset, open_image, resolve_root
 from jlml_lib.data.manifests import load_manifest, plan, scaled_manifest
 from jlml_lib.data.synthetic import generate
-from jlml_lib.data.verify import verify
 from jlml_lib.errors import ConfigError, DataError
 
 

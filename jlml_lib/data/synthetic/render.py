@@ -89,7 +89,7 @@ def _scene(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
 
 @dataclass
 class Shots:
-    """Column arrays describing N images (see :func:`make_shots`)."""
+    """Column arrays describing N images (made by :meth:`Studio.shots`)."""
 
     template: np.ndarray   # index into the template stack, -1 = no person (a distractor)
     camera: np.ndarray
