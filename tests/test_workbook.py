@@ -1,0 +1,114 @@
+"""The workbook: notebook hygiene, parameter checking, and `jlml workbook` driving papermill."""
+import ast
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import papermill as pm
+import pytest
+
+from jlml_lib import workbook
+from jlml_lib.errors import ConfigError
+from jlml_lib.notebook import check_parameters
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+
+
+def test_every_planned_notebook_exists():
+    assert [p.stem for p in NOTEBOOKS] == list(workbook.NOTEBOOKS)
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_hygiene(path):
+    nb = nbformat.read(path, as_version=4)
+    assert nb.metadata["kernelspec"]["name"] == "python3"
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert not any(c.get("outputs") or c.get("execution_count") for c in code), "stored with outputs"
+    tagged = [i for i, c in enumerate(code) if "parameters" in c.metadata.get("tags", [])]
+    assert len(tagged) == 1, "exactly one cell tagged 'parameters'"
+    declared = set(pm.inspect_notebook(str(path)))
+    # the cell after the parameters checks exactly the declared names (unknown -p values fail loudly)
+    check = code[tagged[0] + 1].source
+    call = next(n for n in ast.walk(ast.parse(check)) if isinstance(n, ast.Call)
+                and getattr(n.func, "id", "") == "check_parameters")
+    listed = {elt.value for elt in call.args[1].elts}
+    assert listed == declared
+    assert call.args[2].value == path.name
+    # defaults are the quick synthetic CPU run
+    src = code[tagged[0]].source
+    for name in ("data_root", "market1501_root", "cuhk03_root", "viper_root", "grid_root", "imagenet_root", "init"):
+        if name in declared:
+            assert f"{name} = None" in src, f"{name} must default to None (synthetic / from scratch)"
+    if "profile" in declared:
+        assert 'profile = "smoke"' in src
+    if "device" in declared:
+        assert 'device = "cpu"' in src
+
+
+def test_check_parameters_names_the_unknown_one():
+    ns = {"profile": "smoke", "data_root": None, "bogus": 1, "_private": 2, "json": json}
+    with pytest.raises(ConfigError, match=r"unknown parameter\(s\) bogus.*takes: data_root, profile"):
+        check_parameters(ns, ["profile", "data_root"], "05_market.ipynb")
+    check_parameters({"profile": 1}, ["profile", "data_root"], "x.ipynb")  # a subset is fine
+
+
+def test_unknown_parameter_fails_the_notebook(tmp_path):
+    with pytest.raises(pm.PapermillExecutionError, match="unknown parameter"):
+        pm.execute_notebook(str(ROOT / "notebooks" / "00_setup.ipynb"), str(tmp_path / "out.ipynb"),
+                            parameters={"bogus": 1}, kernel_name="python3", progress_bar=False, cwd=str(ROOT))
+
+
+def test_selection_and_data_roots(tmp_path):
+    assert [p.stem for p in workbook.select(["05"])] == ["05_market"]
+    assert [p.stem for p in workbook.select(start="08")] == ["08_ablations", "09_paper_tables"]
+    with pytest.raises(ConfigError, match="no notebook matches '42'"):
+        workbook.select(["42"])
+    assert workbook.parse_data_roots([f"viper={tmp_path}"]) == {"viper": str(tmp_path.resolve())}
+    with pytest.raises(ConfigError, match="NAME=PATH"):
+        workbook.parse_data_roots(["mnist=/x"])
+    with pytest.raises(ConfigError, match="does not exist"):
+        workbook.parse_data_roots([f"viper={tmp_path / 'nope'}"])
+
+
+def test_parameters_passed_down(tmp_path, monkeypatch):
+    plan = workbook.Plan(workbook.select(["05"]), {"profile": "paper", "device": "cuda", "unused": 3},
+                         {"market1501": "/data/m", "viper": "/data/v"})
+    params = workbook.notebook_parameters(plan.notebooks[0], plan)
+    assert params["profile"] == "paper" and params["device"] == "cuda" and params["data_root"] == "/data/m"
+    assert "unused" not in params
+    # the ImageNet checkpoint of 03 is passed on only when it exists
+    monkeypatch.setattr(workbook, "repo_root", lambda: tmp_path)
+    assert "init" not in workbook.notebook_parameters(plan.notebooks[0], plan)
+    ckpt = tmp_path / workbook.CHAIN_CHECKPOINTS["imagenet"][0]
+    ckpt.parent.mkdir(parents=True)
+    ckpt.write_bytes(b"x")
+    assert workbook.notebook_parameters(plan.notebooks[0], plan)["init"] == str(ckpt)
+
+
+@pytest.mark.slow
+def test_jlml_workbook_only_02_runs_through_papermill():
+    out = subprocess.run([sys.executable, "-m", "jlml_lib.cli", "workbook", "--only", "02"], cwd=ROOT,
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    assert "[1/1] 02_model.ipynb" in out.stdout and "done in" in out.stdout
+    executed = nbformat.read(ROOT / "results" / "executed" / "02_model.ipynb", as_version=4)
+    assert any(c.get("outputs") for c in executed.cells if c.cell_type == "code")
+    assert (ROOT / "results" / "tables" / "table13.md").exists()
+
+
+def test_workbook_reports_a_failing_notebook(tmp_path, monkeypatch):
+    bad = tmp_path / "notebooks" / "00_setup.ipynb"
+    bad.parent.mkdir()
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.cells = [nbformat.v4.new_code_cell("x = 1", metadata={"tags": ["parameters"]}),
+                nbformat.v4.new_code_cell("raise RuntimeError('boom')")]
+    nbformat.write(nb, bad)
+    lines = []
+    plan = workbook.Plan([bad], executed_dir=tmp_path / "executed")
+    assert workbook.run(plan, log=lines.append) == 1
+    assert any("FAILED 00_setup.ipynb" in line and "boom" in line for line in lines)
+    assert (tmp_path / "executed" / "00_setup.ipynb").exists()  # the failed copy is kept
