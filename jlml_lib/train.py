@@ -31,15 +31,16 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-import torch
 from torch import nn
 
 from jlml_lib.checkpoint import (FORMAT, VERSION, checkpoint_dir, last_checkpoint, load_checkpoint,
                                  load_init_weights)
-from jlml_lib.config import PROFILES, RESUME_MAY_CHANGE, TrainConfig, config_from_dict, make_config
-from jlml_lib.distributed import DistInfo, barrier, broadcast_object, cleanup, init_distributed
+from jlml_lib.config import PROFILES, RESUME_MAY_CHANGE, TrainConfig, make_config
+from jlml_lib.distributed import DistInfo, barrier, cleanup, init_distributed
 from jlml_lib.errors import ConfigError, DataError
 from jlml_lib.io import torch_save, write_json
+from jlml_lib.train_eval import (classification_accuracy, device_label, evaluate_run, record_dataset_name,
+                                  record_dirs, write_record)
 from jlml_lib.trainer import NonFiniteLoss, fit, resolve_device
 
 __all__ = ["run", "run_splits", "record_dataset_name", "main", "build_parser"]
@@ -74,68 +75,6 @@ def load_data(cfg: TrainConfig, info: DistInfo):
         raise DataError(f"{cfg.dataset} ({root}): {len(ds.train)} training images, fewer than one "
                         f"batch ({cfg.batch_size}); use a larger synthetic_scale or batch_size=...")
     return ds, source
-
-
-def record_dataset_name(cfg: TrainConfig) -> str:
-    """The ``dataset`` key of metrics.json (jlml_lib.results.records): CUHK03 names its images."""
-    if cfg.dataset == "cuhk03":
-        return "cuhk03-" + str(cfg.data_options.get("images", "labeled"))
-    return cfg.dataset
-
-
-def device_label(device: torch.device, info: DistInfo) -> str:
-    name = "cpu" if device.type == "cpu" else f"cuda ({torch.cuda.get_device_name(device)})"
-    return f"{name} x{info.world_size} (DDP)" if info.distributed else name
-
-
-# ---------------------------------------------------------------- evaluation
-class _Normalised(nn.Module):
-    """The model with L2-normalised test features (``eval_normalize=true``; off by default, §2.3)."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, x):
-        return self.model(x)
-
-    @torch.no_grad()
-    def features(self, x, kind: str = "joint"):
-        return nn.functional.normalize(self.model.features(x, kind), dim=1)
-
-
-def evaluate_run(cfg: TrainConfig, model: nn.Module, ds, device: torch.device) -> dict[str, dict]:
-    """protocols.evaluate for each requested feature kind -> {kind: metrics dict}."""
-    from jlml_lib import protocols
-
-    net = _Normalised(model) if cfg.eval_normalize else model
-    net.eval()
-    results = {}
-    extra = {"flip": True} if cfg.eval_flip else {}  # only passed when asked for (protocol option)
-    for kind in cfg.feature_kinds():
-        results[kind] = protocols.evaluate(net, ds, image_size=cfg.image_size, device=device,
-                                           batch_size=cfg.eval_batch_size, kind=kind, ap=cfg.ap,
-                                           seed=cfg.seed, **extra)
-    return results
-
-
-@torch.no_grad()
-def classification_accuracy(cfg: TrainConfig, model: nn.Module, items, device: torch.device) -> dict:
-    """Top-1 of each ID classifier on held-out items (ImageNet val after pre-training)."""
-    from jlml_lib.data import build_loader
-
-    model.eval()
-    hits = {"global": 0, "local": 0, "joint": 0}
-    total = 0
-    for x, y, _ in build_loader(items, image_size=cfg.image_size, train=False,
-                                batch_size=cfg.eval_batch_size, workers=cfg.workers):
-        out = model(x.to(device))
-        y = y.to(device)
-        for k, logits in (("global", out.global_logits), ("local", out.local_logits), ("joint", out.joint_logits)):
-            if logits is not None:
-                hits[k] += int((logits.argmax(1) == y).sum())
-        total += len(y)
-    return {f"top1_{k}": v / total for k, v in hits.items() if v or k != "joint"}
 
 
 # ---------------------------------------------------------------- one run
@@ -221,24 +160,17 @@ def _run(cfg, out_dir, resume, on_iteration, info) -> dict[str, Any]:
             summary["val_accuracy"] = classification_accuracy(cfg, model, ds.extras["val"], device)
         wall = time.perf_counter() - t_start
         summary["wall_time_s"] = wall
-        for i, (kind, m) in enumerate(metrics.items()):
-            write_record(cfg, out_dir if i == 0 else out_dir / f"eval-{kind}", metrics=m, feature=kind,
-                         protocol=ds.protocol, source=source, wall=wall, device=summary["device"],
-                         extra={"split": ds.split, "num_splits": ds.num_splits, "iterations": result.iteration,
-                                "init": init_info.get("path"), "eval_normalize": cfg.eval_normalize})
+        dirs = record_dirs(out_dir, list(metrics))
+        for kind, m in metrics.items():
+            for d in dirs[kind]:
+                write_record(cfg, d, metrics=m, feature=kind, protocol=ds.protocol, source=source, wall=wall,
+                             device=summary["device"],
+                             extra={"split": ds.split, "num_splits": ds.num_splits, "iterations": result.iteration,
+                                    "init": init_info.get("path"), "eval_normalize": cfg.eval_normalize})
         summary["metrics"] = metrics
         write_json(out_dir / "summary.json", summary)
     barrier(info)
     return summary
-
-
-def write_record(cfg: TrainConfig, out_dir: Path, *, metrics: dict, feature: str, protocol: str,
-                 source: str, wall: float, device: str, extra: dict) -> Path:
-    from jlml_lib.results.records import write_metrics
-
-    return write_metrics(out_dir, metrics=metrics, config=cfg.to_dict(), dataset=record_dataset_name(cfg),
-                         source=source, profile=cfg.profile, protocol=protocol, wall_time_s=wall,
-                         device=device, extra=extra, variant=cfg.variant(feature))
 
 
 def run_splits(cfg: TrainConfig, out_dir: str | Path, splits: Sequence[int] | str, *,
@@ -264,13 +196,14 @@ def run_splits(cfg: TrainConfig, out_dir: str | Path, splits: Sequence[int] | st
             summaries.append(_run(sub, split_dir, resume, None, info))
         summary: dict[str, Any] = {"splits": list(splits)}
         if info.is_main and cfg.evaluate and all(s.get("metrics") for s in summaries):
-            for i, kind in enumerate(cfg.feature_kinds()):
+            dirs = record_dirs(out_dir, cfg.feature_kinds())
+            for kind in cfg.feature_kinds():
                 agg = protocols.aggregate([s["metrics"][kind] for s in summaries])
-                write_record(cfg, out_dir if i == 0 else out_dir / f"eval-{kind}", metrics=agg, feature=kind,
-                             protocol=summaries[0]["protocol"],
-                             source=summaries[0]["source"], wall=time.perf_counter() - t0,
-                             device=summaries[0]["device"],
-                             extra={"splits": list(splits), "aggregated_over": len(splits)})
+                for d in dirs[kind]:
+                    write_record(cfg, d, metrics=agg, feature=kind, protocol=summaries[0]["protocol"],
+                                 source=summaries[0]["source"], wall=time.perf_counter() - t0,
+                                 device=summaries[0]["device"],
+                                 extra={"splits": list(splits), "aggregated_over": len(splits)})
                 summary.setdefault("metrics", {})[kind] = agg
             write_json(out_dir / "summary.json", summary)
         return summary

@@ -109,8 +109,16 @@ def fit(cfg: TrainConfig, items: Sequence[tuple[str, int, int]], num_classes: in
     """Train from scratch (or ``init`` hook: e.g. --init weights) or resume ``out_dir``'s last.pt.
 
     ``on_iteration(i, model)`` runs after iteration i's update (tests use it to simulate a kill).
+    The process-wide deterministic-algorithms flag is restored afterwards.
     """
-    out_dir = Path(out_dir)
+    prev = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled())
+    try:
+        return _fit(cfg, items, num_classes, Path(out_dir), info, resume, init, data_info, on_iteration)
+    finally:
+        torch.use_deterministic_algorithms(prev[0], warn_only=prev[1])
+
+
+def _fit(cfg, items, num_classes, out_dir, info, resume, init, data_info, on_iteration) -> FitResult:
     if info.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
     device = resolve_device(cfg, info)

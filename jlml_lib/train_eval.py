@@ -1,0 +1,104 @@
+"""Evaluation and records at the end of a training run (paper §2.3; design §8).
+
+* re-id datasets: ``protocols.evaluate`` on each requested feature kind (joint 1,024-d by
+  default, L2 distance; ``eval_normalize`` L2-normalises features first, off by default);
+  one ``metrics.json`` per kind via ``records.write_metrics`` — joint in the run folder, the
+  others in ``eval-<kind>/`` — with the ablation switches as the record's ``variant``;
+* ImageNet pre-training (no query/gallery): top-1 of the ID classifiers on the validation
+  images, kept in ``summary.json`` (no table reads it).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from jlml_lib.config import TrainConfig
+from jlml_lib.distributed import DistInfo
+
+__all__ = ["record_dataset_name", "device_label", "evaluate_run", "record_dirs", "classification_accuracy",
+           "write_record"]
+
+
+def record_dataset_name(cfg: TrainConfig) -> str:
+    """The ``dataset`` key of metrics.json (jlml_lib.results.records): CUHK03 names its images."""
+    if cfg.dataset == "cuhk03":
+        return "cuhk03-" + str(cfg.data_options.get("images", "labeled"))
+    return cfg.dataset
+
+
+def device_label(device: torch.device, info: DistInfo) -> str:
+    name = "cpu" if device.type == "cpu" else f"cuda ({torch.cuda.get_device_name(device)})"
+    return f"{name} x{info.world_size} (DDP)" if info.distributed else name
+
+
+# ---------------------------------------------------------------- evaluation
+class _Normalised(nn.Module):
+    """The model with L2-normalised test features (``eval_normalize=true``; off by default, §2.3)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        return self.model(x)
+
+    @torch.no_grad()
+    def features(self, x, kind: str = "joint"):
+        return nn.functional.normalize(self.model.features(x, kind), dim=1)
+
+
+def evaluate_run(cfg: TrainConfig, model: nn.Module, ds, device: torch.device) -> dict[str, dict]:
+    """protocols.evaluate for each requested feature kind -> {kind: metrics dict}."""
+    from jlml_lib import protocols
+
+    net = _Normalised(model) if cfg.eval_normalize else model
+    net.eval()
+    results = {}
+    for kind in cfg.feature_kinds():
+        results[kind] = protocols.evaluate(net, ds, image_size=cfg.image_size, device=device,
+                                           batch_size=cfg.eval_batch_size, kind=kind, ap=cfg.ap,
+                                           seed=cfg.seed, flip=cfg.eval_flip, workers=cfg.workers)
+    return results
+
+
+def record_dirs(out_dir: Path, kinds: Sequence[str]) -> dict[str, list[Path]]:
+    """Where each feature kind's metrics.json goes: joint in ``out_dir``, others in ``eval-<kind>/``.
+
+    Without joint, the first kind is also written to ``out_dir`` so the run folder always holds
+    one record (``jlml_lib.launch.read_record`` reads the same places).
+    """
+    dirs = {k: [out_dir if k == "joint" else out_dir / f"eval-{k}"] for k in kinds}
+    if kinds and "joint" not in dirs:
+        dirs[kinds[0]].append(out_dir)
+    return dirs
+
+
+@torch.no_grad()
+def classification_accuracy(cfg: TrainConfig, model: nn.Module, items, device: torch.device) -> dict:
+    """Top-1 of each ID classifier on held-out items (ImageNet val after pre-training)."""
+    from jlml_lib.data import build_loader
+
+    model.eval()
+    hits: dict[str, int] = {}
+    total = 0
+    for x, y, _ in build_loader(items, image_size=cfg.image_size, train=False,
+                                batch_size=cfg.eval_batch_size, workers=cfg.workers):
+        out = model(x.to(device))
+        y = y.to(device)
+        for k, logits in (("global", out.global_logits), ("local", out.local_logits), ("joint", out.joint_logits)):
+            if logits is not None:  # MultiLoss: global and local classifiers; UniLoss: the joint one
+                hits[k] = hits.get(k, 0) + int((logits.argmax(1) == y).sum())
+        total += len(y)
+    return {f"top1_{k}": v / total for k, v in hits.items()}
+
+
+def write_record(cfg: TrainConfig, out_dir: Path, *, metrics: dict, feature: str, protocol: str,
+                 source: str, wall: float, device: str, extra: dict) -> Path:
+    from jlml_lib.results.records import write_metrics
+
+    return write_metrics(out_dir, metrics=metrics, config=cfg.to_dict(), dataset=record_dataset_name(cfg),
+                         source=source, profile=cfg.profile, protocol=protocol, wall_time_s=wall,
+                         device=device, extra=extra, variant=cfg.variant(feature))

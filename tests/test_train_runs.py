@@ -1,0 +1,85 @@
+"""Whole runs through ``jlml_lib.train``: records, ablation tags, splits, --init chains, learning.
+
+Every run here is on synthetic data in a private cache (``JLML_CACHE`` under tmp), tiny images
+and a handful of iterations — except the learning test, which runs the shipped ``smoke``
+profile as CI and the notebooks do.
+"""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from jlml_lib.config import make_config
+from jlml_lib.results.records import read_metrics
+from jlml_lib.train import main as train_main, run, run_splits
+
+TINY = dict(iterations=2, batch_size=8, image_height=32, image_width=16, log_every=1, ckpt_every=2,
+            workers=0, progress=False, eval_batch_size=32)
+
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path_factory, monkeypatch):
+    monkeypatch.setenv("JLML_CACHE", str(tmp_path_factory.getbasetemp() / "jlml-cache"))
+
+
+def test_splits_ablation_tags_and_records(tmp_path):
+    cfg = make_config("smoke", ["head=uni", "sfl=false", "eval_features=joint,global", "synthetic_scale=0.05"],
+                      dataset="viper", **TINY)
+    summary = run_splits(cfg, tmp_path, [0, 1])
+    # one record per split, then the aggregate (mean ± std) in the run folder
+    for k in (0, 1):
+        rec = read_metrics(tmp_path / f"split-{k:02d}")
+        assert rec["extra"]["split"] == k and rec["config"]["split"] == k
+        assert rec["source"] == "synthetic" and rec["dataset"] == "viper" and rec["profile"] == "smoke"
+    agg = read_metrics(tmp_path)
+    s0, s1 = (read_metrics(tmp_path / f"split-{k:02d}")["metrics"]["rank1"] for k in (0, 1))
+    assert agg["metrics"]["rank1"] == pytest.approx((s0 + s1) / 2)
+    assert agg["metrics"]["num_splits"] == 2 and agg["extra"]["splits"] == [0, 1]
+    # the ablation switches are the record's variant: the tables find rows by it
+    assert agg["variant"] == {"feature": "joint", "loss": "uni", "shared_conv1": True, "sfl": False}
+    glob = read_metrics(tmp_path / "eval-global")
+    assert glob["variant"]["feature"] == "global" and glob["metrics"]["num_splits"] == 2
+    assert summary["metrics"]["joint"]["rank1"] == agg["metrics"]["rank1"]
+    # provenance the issue asks for
+    for key in ("git", "versions", "hardware", "device", "wall_time_s", "config", "protocol"):
+        assert key in agg
+    assert json.loads((tmp_path / "split-00" / "config.json").read_text())["source"] == "synthetic"
+
+
+def test_init_chain_and_cli(tmp_path, capsys):
+    # "pre-train" on one dataset, then fine-tune on another with fresh classifiers (§3 chains)
+    pre = tmp_path / "pre"
+    args = [f"{k}={v}" for k, v in TINY.items()] + ["synthetic_scale=0.05"]
+    assert train_main(["--dataset", "viper", "--out", str(pre), *args, "evaluate=false"]) == 0
+    assert not (pre / "metrics.json").exists()          # nothing evaluated, nothing recorded
+    ft = tmp_path / "ft"
+    assert train_main(["--dataset", "grid", "--out", str(ft), "--init", str(pre / "checkpoints" / "final.pt"),
+                       *args]) == 0
+    rec = read_metrics(ft)
+    assert rec["dataset"] == "grid" and rec["extra"]["init"].endswith("final.pt")
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert out["source"] == "synthetic" and 0.0 <= out["metrics"]["rank1"] <= 1.0
+    # a missing --init file: exit code 2 and the file named
+    assert train_main(["--dataset", "grid", "--out", str(tmp_path / "x"), "--init", str(tmp_path / "nope.pt"),
+                       *args]) == 2
+    assert "nope.pt" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_smoke_profile_learns_synthetic_market(tmp_path):
+    """The shipped smoke profile (300 iterations, 64×32, synthetic Market-1501 at scale 0.1).
+
+    Chance Rank-1 is about 1/75 (75 test identities in the gallery, plus distractors):
+    1.3%. Measured with seeds 0-3: Rank-1 0.43 (seed 0) ... (see benchmarks/NOTES-training.md).
+    The assertion, 0.20, is 15× chance and about half the lowest measured value, so it fails
+    only if training stops learning, not on seed noise.
+    """
+    summary = run(make_config("smoke", progress=False), tmp_path)
+    rec = read_metrics(tmp_path)
+    m = rec["metrics"]
+    chance = 1 / summary["metrics"]["joint"]["num_queries"]  # ≤ 1/#test ids (one query per id·cam)
+    assert rec["source"] == "synthetic"
+    assert m["rank1"] > 0.20 > 10 * chance
+    assert m["multi_query"]["rank1"] > 0.20
+    assert m["mAP"] > 0.10
