@@ -45,6 +45,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "stride_on": ("1x1", "3x3"),
     "amp": ("auto", "off", "bf16", "fp16"),
     "channels_last": ("auto", "on", "off"),
+    "sync_bn": ("auto", "on", "off"),
     "device": ("auto", "cpu", "cuda"),
     "ap": ("official", "standard"),
 }
@@ -94,7 +95,8 @@ class TrainConfig:
     device: str = "auto"
     amp: str = "auto"                     # auto: bf16 (fp16 + GradScaler without bf16) on CUDA, off on CPU
     channels_last: str = "auto"           # auto: on for CUDA
-    sync_bn: bool = False                 # SyncBatchNorm under DDP (statistics over the global batch; CUDA only)
+    sync_bn: str = "auto"                 # SyncBatchNorm under DDP: auto = on for CUDA DDP (BN statistics over
+                                          # the whole batch of 32, as on the paper's single GPU); CUDA only
     freeze_bn: bool = False               # BN layers in eval mode (running statistics; affine params still train)
     workers: int = 4
     seed: int = 0

@@ -132,12 +132,15 @@ def _fit(cfg, items, num_classes, out_dir, info, resume, init, data_info, on_ite
     channels_last = use_channels_last(cfg, device)
     if channels_last:
         model.to(memory_format=torch.channels_last)
-    if cfg.sync_bn and info.distributed:
-        if device.type != "cuda":
-            from jlml_lib.errors import ConfigError
-            raise ConfigError("sync_bn=true needs CUDA (PyTorch's SyncBatchNorm has no CPU kernel); "
-                              "on CPU leave it off or use freeze_bn=true.")
+    if cfg.sync_bn == "on" and device.type != "cuda":
+        from jlml_lib.errors import ConfigError
+        raise ConfigError("sync_bn=on needs CUDA (PyTorch's SyncBatchNorm has no CPU kernel); on CPU use "
+                          "sync_bn=off (per-process BN statistics) or freeze_bn=true.")
+    if info.distributed and (cfg.sync_bn == "on" or (cfg.sync_bn == "auto" and device.type == "cuda")):
+        # 8 GPUs × 4 images: without it each BN layer would normalise over 4 images, not Table 4's 32
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed input size: let cuDNN pick the fastest kernels
     optimizer = build_optimizer(cfg, model)
     dtype = amp_dtype(cfg, device)
     scaler = torch.amp.GradScaler("cuda", enabled=dtype is torch.float16)

@@ -139,6 +139,25 @@ def test_fp16_needs_cuda(items, tmp_path):
         fit(tiny_cfg(amp="fp16"), items, 6, tmp_path)
 
 
+def test_sync_bn_needs_cuda(items, tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("CUDA present")
+    with pytest.raises(ConfigError, match="sync_bn=on needs CUDA"):
+        fit(tiny_cfg(sync_bn="on"), items, 6, tmp_path)
+
+
+def test_eval_normalize_gives_unit_features():
+    from jlml_lib.train_eval import _Normalised
+
+    torch.manual_seed(0)
+    model = jlml_resnet39(5).eval()
+    x = torch.randn(3, 3, 32, 16)
+    for kind in ("joint", "global", "local"):
+        raw, unit = model.features(x, kind), _Normalised(model).features(x, kind)
+        assert torch.allclose(unit.norm(dim=1), torch.ones(3), atol=1e-5)
+        assert torch.allclose(unit * raw.norm(dim=1, keepdim=True), raw, atol=1e-4)
+
+
 def test_freeze_bn_keeps_running_stats(items, tmp_path):
     res = fit(tiny_cfg(iterations=2, freeze_bn=True, lr=1e-4), items, 6, tmp_path)
     bn = res.model.conv1[1]
