@@ -78,13 +78,19 @@ def load_data(cfg: TrainConfig, info: DistInfo):
 
 
 # ---------------------------------------------------------------- one run
-def _check_resume_config(cfg: TrainConfig, saved: dict, path: Path) -> None:
+def _check_resume_config(cfg: TrainConfig, saved: dict, path: Path) -> TrainConfig:
+    """The config to resume with: ``cfg``, which must match the saved one except for settings
+    that do not change the weights; a missing ``--init`` is taken from the saved run (the
+    checkpoint already holds those weights)."""
+    if cfg.init is None and saved.get("init"):
+        cfg = dataclasses.replace(cfg, init=saved["init"])
     differ = {k: (saved.get(k), v) for k, v in cfg.to_dict().items()
               if k not in RESUME_MAY_CHANGE and saved.get(k) != v}
     if differ:
         raise ConfigError(f"--resume: {path} was written with other settings: "
                           + ", ".join(f"{k}: saved {a!r}, now {b!r}" for k, (a, b) in differ.items())
                           + ". Resume with the original arguments, or start a new run with a new --out.")
+    return cfg
 
 
 def run(cfg: TrainConfig, out_dir: str | Path, *, resume: bool = False,
@@ -109,7 +115,7 @@ def _run(cfg, out_dir, resume, on_iteration, info) -> dict[str, Any]:
                           f"{info.world_size} DDP processes; choose --nproc_per_node dividing it.")
     ckpt_path = last_checkpoint(out_dir)
     if resume and ckpt_path.exists():
-        _check_resume_config(cfg, load_checkpoint(ckpt_path)["config"], ckpt_path)
+        cfg = _check_resume_config(cfg, load_checkpoint(ckpt_path)["config"], ckpt_path)
     elif resume:
         if info.is_main:
             print(f"jlml train: --resume but no checkpoint at {ckpt_path}; starting at iteration 0.",
