@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 from jlml_lib.config import make_config
 from jlml_lib.results.records import read_metrics
@@ -85,3 +86,23 @@ def test_smoke_profile_learns_synthetic_market(tmp_path):
     assert m["rank1"] > 0.20 > 10 * chance
     assert m["multi_query"]["rank1"] > 0.20
     assert m["mAP"] > 0.10
+
+
+def test_imagenet_pretraining_reports_val_top1_not_a_record(tmp_path):
+    # ImageNet has no query/gallery: the run keeps the classifiers' validation top-1 in
+    # summary.json and writes no metrics.json (no re-id table reads a pre-training run)
+    cfg = make_config("pretrain", iterations=2, batch_size=8, image_height=32, image_width=32, workers=0,
+                      progress=False, evaluate=True, log_every=1)
+    summary = run(cfg, tmp_path)
+    acc = summary["val_accuracy"]
+    assert set(acc) == {"top1_global", "top1_local"} and all(0.0 <= v <= 1.0 for v in acc.values())
+    assert not (tmp_path / "metrics.json").exists()
+    assert json.loads((tmp_path / "summary.json").read_text())["source"] == "synthetic"
+    # a 1,000-class problem at full scale: the classifier width is the number of class folders
+    from jlml_lib.data import resolve_root
+
+    root, _ = resolve_root("imagenet")
+    n_classes = sum(1 for p in (root / "train").iterdir() if p.is_dir())
+    ck = torch.load(tmp_path / "checkpoints" / "final.pt", weights_only=True)
+    assert ck["model"]["global_classifier.weight"].shape[0] == ck["num_classes"] == n_classes > 1
+    assert ck["config"]["lr_step"] == 100_000   # Table 4 pre-train step
