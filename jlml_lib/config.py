@@ -94,7 +94,7 @@ class TrainConfig:
     # -- speed / hardware
     device: str = "auto"
     amp: str = "auto"                     # auto: bf16 (fp16 + GradScaler without bf16) on CUDA, off on CPU
-    channels_last: str = "auto"           # auto: on for CUDA
+    channels_last: str = "auto"           # auto: on (CUDA and CPU; see trainer.use_channels_last)
     sync_bn: str = "auto"                 # SyncBatchNorm under DDP: auto = on for CUDA DDP (BN statistics over
                                           # the whole batch of 32, as on the paper's single GPU); CUDA only
     freeze_bn: bool = False               # BN layers in eval mode (running statistics; affine params still train)

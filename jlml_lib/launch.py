@@ -55,13 +55,22 @@ def command(dataset: str, out_dir: str | Path, *, profile: str = "smoke", data_r
 
 
 def train(dataset: str, out_dir: str | Path, *, echo: bool = True, log_every_line: int = 1,
-          **options: Any) -> Path:
+          replace: bool = True, **options: Any) -> Path:
     """Run one training (see :func:`command` for the options) and return its folder.
 
-    The subprocess' output is echoed into the notebook (every ``log_every_line``-th progress line,
-    errors always); the last 40 lines are kept for the error message.
+    A notebook owns its run folders: re-running it replaces the previous run there
+    (``replace=False`` keeps it, and `jlml train` then refuses to overwrite it unless
+    ``resume=True``). The subprocess' output is echoed into the notebook (every
+    ``log_every_line``-th progress line, errors always); the last 40 lines are kept for the error
+    message.
     """
     cmd = command(dataset, out_dir, **options)
+    out_dir = Path(out_dir)
+    if replace and not options.get("resume") and out_dir.exists():
+        import shutil
+
+        print(f"replacing the previous run in {out_dir}", flush=True)
+        shutil.rmtree(out_dir)
     if echo:
         print("$", " ".join(shlex.quote(c) for c in cmd), flush=True)
     tail: deque[str] = deque(maxlen=40)
