@@ -154,11 +154,8 @@ def single_shot_features(
     qf, qp, _ = _unpack(f"{protocol} query", query)
     gf, gp, _ = _unpack(f"{protocol} gallery", gallery)
     # distinct camera ids for the two sides: no same-camera junk, the true match always counts
-    m = rank_metrics(
-        pairwise_distances(qf, gf), qp, gp, np.zeros(len(qp), np.int64), np.ones(len(gp), np.int64),
-        ap=ap, max_rank=max_rank,
-    )
-    return _result(f"{protocol}-single-shot", m, num_gallery=len(gp))
+    return market_rules_features(f"{protocol}-single-shot", (qf, qp, np.zeros(len(qp), np.int64)),
+                                 (gf, gp, np.ones(len(gp), np.int64)), ap=ap, max_rank=max_rank)
 
 
 def _single_shot_draw(gp: np.ndarray, gc: np.ndarray, qp: np.ndarray, qc: np.ndarray, rng: np.random.Generator) -> np.ndarray:
