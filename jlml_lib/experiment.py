@@ -217,3 +217,13 @@ def plot_ablations(tables: Mapping[int, pd.DataFrame]):
         ax.tick_params(axis="y", labelsize=7)
     fig.tight_layout()
     return fig
+
+
+def update_tables(table: int, runs_dir: str | Path = "runs", tables_dir: str | Path = "results/tables") -> Path:
+    """Rebuild ``results/tables/`` from every run's metrics.json; return Table ``table``'s Markdown."""
+    from .notebook import resolve_path
+    from .results.tables import build_tables
+
+    out = resolve_path(tables_dir)
+    build_tables(resolve_path(runs_dir), out)
+    return out / f"table{table}.md"
