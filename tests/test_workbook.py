@@ -112,3 +112,23 @@ def test_workbook_reports_a_failing_notebook(tmp_path, monkeypatch):
     assert workbook.run(plan, log=lines.append) == 1
     assert any("FAILED 00_setup.ipynb" in line and "boom" in line for line in lines)
     assert (tmp_path / "executed" / "00_setup.ipynb").exists()  # the failed copy is kept
+
+
+def test_a_wrong_data_root_fails_in_the_notebook_not_silently(tmp_path):
+    """Never a silent fall-back to synthetic data when the user gave a real root."""
+    with pytest.raises(pm.PapermillExecutionError, match="does not hold the dataset") as err:
+        pm.execute_notebook(str(ROOT / "notebooks" / "05_market.ipynb"), str(tmp_path / "out.ipynb"),
+                            parameters={"data_root": str(tmp_path), "out_dir": str(tmp_path / "run")},
+                            kernel_name="python3", progress_bar=False, cwd=str(ROOT))
+    assert err.value.ename == "DataError"
+    assert not (tmp_path / "run").exists()  # nothing was trained
+
+
+def test_a_missing_upstream_checkpoint_is_named(tmp_path):
+    from jlml_lib.launch import command
+
+    with pytest.raises(ConfigError, match=r"upstream checkpoint .*nope\.pt does not exist.*03_imagenet"):
+        command("market1501", tmp_path / "run", init=str(tmp_path / "nope.pt"))
+    cmd = command("market1501", tmp_path / "run", nproc=4, overrides={"sfl": False, "device": "cuda"})
+    assert cmd[1:5] == ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=4"]
+    assert "sfl=false" in cmd and "device=cuda" in cmd
