@@ -173,23 +173,41 @@ def reid_pretraining(out_dir: str | Path, *, init: str | None, profile: str, cuh
                      overrides: Mapping[str, Any] | None = None) -> Path:
     """The ImageNet → CUHK03+Market-1501 stage of the VIPeR/GRID chain (§3 "Implementation").
 
-    Returns its ``checkpoints/final.pt``; an existing one is reused (06 and 07 share the stage).
+    Returns its ``checkpoints/final.pt``. 06 and 07 share the stage: a finished one is reused
+    when it was trained with the same profile, start checkpoint, data and switches; otherwise it
+    is trained again (a smoke model is never reused for a paper run).
     """
     from .launch import train
 
     out_dir = Path(out_dir)
     final = out_dir / "checkpoints" / "final.pt"
-    if final.exists():
-        print(f"reusing the CUHK03+Market-1501 model {final}")
-        return final
     opts = dict(overrides or {})
     if cuhk03_root:
         opts["data.cuhk03_root"] = cuhk03_root
     if market1501_root:
         opts["data.market1501_root"] = market1501_root
+    if final.exists() and _same_stage(out_dir, train_profile(profile), init, iterations, opts):
+        print(f"reusing the CUHK03+Market-1501 model {final} (same profile, init, data and settings)")
+        return final
     train("cuhk03+market1501", out_dir, profile=train_profile(profile), init=init, iterations=iterations,
           nproc=nproc, overrides={**opts, "evaluate": False}, log_every_line=10)
     return final
+
+
+def _same_stage(out_dir: Path, profile: str, init: str | None, iterations: int | None,
+                opts: Mapping[str, Any]) -> bool:
+    try:
+        cfg = json.loads((out_dir / "config.json").read_text())
+    except (OSError, ValueError):
+        return False
+    wanted = {"profile": profile, "init": str(init) if init else None}
+    if iterations is not None:
+        wanted["iterations"] = int(iterations)
+    data = {k.removeprefix("data."): str(v) for k, v in opts.items() if k.startswith("data.")}
+    same = all(cfg.get(k) == v for k, v in wanted.items()) and {
+        k: str(v) for k, v in cfg.get("data_options", {}).items()} == data
+    return same and all(str(cfg.get(k)).lower() == str(v).lower() for k, v in opts.items()
+                        if not k.startswith("data.") and k in cfg)
 
 
 #: Tables 9–12: the switches of each variant trained on Market-1501 (every other setting as JLML).

@@ -9,8 +9,8 @@
 Executed copies go to ``results/executed/<name>.ipynb`` (a failed one is kept there too, and the
 failing notebook and cell are named). Only parameters a notebook declares in its ``parameters``
 cell are passed to it (papermill's ``inspect_notebook``). Chains pass their checkpoints on: the
-ImageNet model of 03 initialises 04–07 when it exists, and 06's CUHK03+Market-1501 model
-initialises 07. Finally ``results/tables/`` is rebuilt from every run's ``metrics.json``.
+ImageNet model of 03 initialises 04–08 when it exists; 06 and 07 both start their
+CUHK03+Market-1501 stage from it, and 07 reuses the one 06 trained (`experiment.reid_pretraining`). Finally ``results/tables/`` is rebuilt from every run's ``metrics.json``.
 """
 from __future__ import annotations
 
@@ -32,10 +32,10 @@ NOTEBOOKS: tuple[str, ...] = (
 DATA_ROOT_OF = {"03_imagenet_pretraining": "imagenet", "04_cuhk03": "cuhk03", "05_market": "market1501",
                 "06_viper": "viper", "07_grid": "grid", "08_ablations": "market1501"}
 DATASETS = ("market1501", "cuhk03", "viper", "grid", "imagenet")
-# where a chain's checkpoint is left, relative to the repo root, and who consumes it
+# where a chain's checkpoint is left, relative to the repo root, and which notebooks take it as `init`
 CHAIN_CHECKPOINTS = {
-    "imagenet": ("runs/03_imagenet_pretraining/checkpoints/final.pt", ("04_cuhk03", "05_market", "06_viper")),
-    "cuhk03+market1501": ("runs/06_viper/cuhk03+market1501/checkpoints/final.pt", ("07_grid",)),
+    "imagenet": ("runs/03_imagenet_pretraining/checkpoints/final.pt",
+                 ("04_cuhk03", "05_market", "06_viper", "07_grid", "08_ablations")),
 }
 
 
