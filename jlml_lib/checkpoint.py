@@ -114,7 +114,10 @@ def load_init_weights(model: nn.Module, path: str | os.PathLike) -> dict[str, An
     The ID classifiers of the checkpoint (ImageNet's 1,000 classes, or another dataset's
     identities) are dropped; ``model`` keeps its own freshly initialised ones (the
     ``reset_classifiers`` of fine-tuning). Accepts a jlml checkpoint or a bare state_dict.
-    Returns ``{"path", "skipped": [classifier keys], "source_config": dict | None}``.
+    A model with its own local first conv (``shared_conv1=False``, Table 11) started from a
+    shared-conv1 checkpoint gets a copy of the shared conv1 in its local conv1 too, so both
+    branches start from the same pre-trained low-level filters.
+    Returns ``{"path", "skipped": [classifier keys], "copied": [filled keys], "source_config"}``.
     """
     path = Path(path)
     obj = _read(path, "given with --init")
@@ -125,6 +128,9 @@ def load_init_weights(model: nn.Module, path: str | os.PathLike) -> dict[str, An
     state = {k.removeprefix("module."): v for k, v in state.items()}
     backbone = {k: v for k, v in state.items() if not k.startswith(CLASSIFIER_PREFIXES)}
     own = {k: v for k, v in model.state_dict().items() if not k.startswith(CLASSIFIER_PREFIXES)}
+    copied = sorted(k for k in own if k.startswith("local_conv1.") and k not in backbone
+                    and "conv1." + k.removeprefix("local_conv1.") in backbone)
+    backbone.update({k: backbone["conv1." + k.removeprefix("local_conv1.")] for k in copied})
     missing = sorted(set(own) - set(backbone))
     unexpected = sorted(set(backbone) - set(own))
     shapes = [f"{k}: file {tuple(backbone[k].shape)} vs model {tuple(own[k].shape)}"
@@ -138,5 +144,5 @@ def load_init_weights(model: nn.Module, path: str | os.PathLike) -> dict[str, An
             f"{unexpected[:5]}{'...' if len(unexpected) > 5 else ''}, shape mismatches {shapes[:3]}. "
             "Use the same m / shared_conv1 / share_local / stride_on as the run that wrote it.")
     model.load_state_dict(backbone, strict=False)
-    return {"path": str(path), "skipped": sorted(set(state) - set(backbone)),
+    return {"path": str(path), "skipped": sorted(set(state) - set(backbone)), "copied": copied,
             "source_config": obj.get("config") if isinstance(obj, dict) else None}

@@ -182,6 +182,19 @@ def test_init_loads_backbone_and_drops_classifiers(tmp_path):
     assert torch.equal(dst.global_classifier.weight, fresh_cls)
 
 
+def test_init_of_the_unshared_variant_copies_the_shared_conv1(tmp_path):
+    """Table 11's "without shared feature" model starts both first convs from the pre-trained conv1."""
+    torch.manual_seed(1)
+    src = jlml_resnet39(1000)
+    torch.save({"model": src.state_dict(), "format": ckpt_mod.FORMAT}, tmp_path / "pre.pt")
+    dst = jlml_resnet39(7, shared_conv1=False)
+    info = load_init_weights(dst, tmp_path / "pre.pt")
+    assert "local_conv1.0.weight" in info["copied"]
+    for key, value in src.conv1.state_dict().items():
+        assert torch.equal(dst.local_conv1.state_dict()[key], value)
+        assert torch.equal(dst.conv1.state_dict()[key], value)
+
+
 def test_init_errors_name_the_file(tmp_path):
     with pytest.raises(ConfigError, match="missing.pt.*not found"):
         load_init_weights(jlml_resnet39(5), tmp_path / "missing.pt")
