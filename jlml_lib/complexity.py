@@ -100,6 +100,11 @@ class ModelCost:
     def flops(self) -> int:
         return 2 * self.macs
 
+    @property
+    def key(self) -> str:
+        """The ``model_key`` of results/paper/table13.csv."""
+        return "jlml_resnet39" if self.name == "JLML-ResNet39" else self.name
+
 
 def jlml_depth(model: JLML) -> int:
     """conv1 + 3 convs per bottleneck on one branch + feature fc + ID fc (= 39 for Table 1)."""
@@ -188,7 +193,7 @@ def table13(input_size: tuple[int, int] = (224, 224)):
     paper = load_paper_table(13).set_index("model_key")
     rows = []
     for cost in table13_measured(input_size):
-        p = paper.loc["jlml_resnet39" if cost.name == "JLML-ResNet39" else cost.name]
+        p = paper.loc[cost.key]
         rows.append({
             "model": p["model"],
             "paper FLOPs": float(p["flops"]), "our MACs": cost.macs, "our FLOPs (2×MACs)": cost.flops,
@@ -212,8 +217,7 @@ def write_complexity_record(out_dir, input_size: tuple[int, int] = (224, 224)):
 
     start = time.perf_counter()
     costs = table13_measured(input_size)
-    models = {("jlml_resnet39" if c.name == "JLML-ResNet39" else c.name):
-              {"flops": c.macs, "flops_2mac": c.flops, "params": c.params, "depth": c.depth, "streams": c.streams}
+    models = {c.key: {"flops": c.macs, "flops_2mac": c.flops, "params": c.params, "depth": c.depth, "streams": c.streams}
               for c in costs}
     return write_complexity(out_dir, models=models, convention=CONVENTION,
                             config={"input_size": list(input_size)}, wall_time_s=time.perf_counter() - start)

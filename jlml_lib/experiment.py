@@ -75,21 +75,21 @@ def plot_cmc(curves: Mapping[str, Sequence[float]], title: str = "CMC", max_rank
 
 
 def load_trained(run_dir: str | Path, device: str = "cpu"):
-    """The final model of a run (``checkpoints/final.pt``) and its config, ready for evaluation."""
+    """The final model of a run (``checkpoints/final.pt``) and its TrainConfig, ready for evaluation.
+
+    The checkpoint carries its config and class count, so the model is rebuilt by the training
+    engine's own builder (``trainer.build_model``).
+    """
     import torch
 
     from .checkpoint import load_checkpoint
-    from .model import jlml_resnet39
+    from .config import config_from_dict
+    from .trainer import build_model
 
-    run_dir = Path(run_dir)
-    cfg = json.loads((run_dir / "config.json").read_text())
-    ckpt = load_checkpoint(run_dir / "checkpoints" / "final.pt")
-    state = {k.removeprefix("module."): v for k, v in ckpt["model"].items()}
-    head = "global_classifier.weight" if cfg.get("head", "multi") == "multi" else "joint_classifier.weight"
-    model = jlml_resnet39(state[head].shape[0], m=cfg.get("m", 4), share_local=cfg.get("share_local", False),
-                          shared_conv1=cfg.get("shared_conv1", True), head=cfg.get("head", "multi"),
-                          stride_on=cfg.get("stride_on", "1x1"))
-    model.load_state_dict(state)
+    ckpt = load_checkpoint(Path(run_dir) / "checkpoints" / "final.pt")
+    cfg = config_from_dict(ckpt["config"])
+    model = build_model(cfg, ckpt["num_classes"])
+    model.load_state_dict(ckpt["model"])
     return model.to(torch.device(device)).eval(), cfg
 
 
@@ -107,13 +107,12 @@ def ranked_lists(run_dir: str | Path, ds: ReidDataset, *, n_queries: int = 4, to
     from .features import extract_features
 
     model, cfg = load_trained(run_dir, device)
-    size = (cfg["image_height"], cfg["image_width"])
     rng = np.random.default_rng(seed)
     q_idx = sorted(rng.choice(len(ds.query), size=min(n_queries, len(ds.query)), replace=False).tolist())
     queries = [ds.query[i] for i in q_idx]
 
     def feats(items):
-        loader = build_loader(items, image_size=size, train=False, batch_size=cfg.get("eval_batch_size", 64))
+        loader = build_loader(items, image_size=cfg.image_size, train=False, batch_size=cfg.eval_batch_size)
         return extract_features(model, loader, torch.device(device))[0]
 
     dist = np.asarray(pairwise_distances(feats(queries), feats(ds.gallery)))
