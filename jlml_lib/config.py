@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
 from jlml_lib.errors import ConfigError
+from jlml_lib.model import FEATURE_LAYERS
 
 __all__ = ["TrainConfig", "PROFILES", "make_config", "parse_overrides", "apply_overrides",
            "config_from_dict", "RESUME_MAY_CHANGE"]
@@ -43,6 +44,7 @@ PROFILES = ("smoke", "paper", "pretrain")
 CHOICES: dict[str, tuple[str, ...]] = {
     "head": ("multi", "uni"),
     "stride_on": ("1x1", "3x3"),
+    "feature_layer": FEATURE_LAYERS,
     "amp": ("auto", "off", "bf16", "fp16"),
     "channels_last": ("auto", "on", "off"),
     "sync_bn": ("auto", "on", "off"),
@@ -90,6 +92,7 @@ class TrainConfig:
     m: int = 4
     share_local: bool = False
     stride_on: str = "1x1"
+    feature_layer: str = "bn"             # "bn" Linear→BN→ReLU (Table 1 style) | "plain" Linear→ReLU; absent = "bn"
 
     # -- speed / hardware
     device: str = "auto"

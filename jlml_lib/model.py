@@ -72,6 +72,7 @@ class JLMLConfig:
     shared_conv1: bool = True        # Table 11: "with shared feature"
     head: str = "multi"              # "multi": one classifier per branch (Eq. 5); "uni": Table 10
     stride_on: str = "1x1"           # where a downsampling block's stride sits: "1x1" (Caffe) or "3x3"
+    feature_layer: str = "bn"        # "bn": Linear→BN→ReLU; "plain": Linear(+bias)→ReLU (see feature_layer)
     conv1_width: int = 32
     blocks_per_stage: int = 3
     feat_dim: int = 512
@@ -83,6 +84,8 @@ class JLMLConfig:
             raise ValueError(f"head must be 'multi' (MultiLoss) or 'uni' (UniLoss), not {self.head!r}")
         if self.stride_on not in ("1x1", "3x3"):
             raise ValueError(f"stride_on must be '1x1' (Caffe ResNet) or '3x3' (ResNet v1.5), not {self.stride_on!r}")
+        if self.feature_layer not in FEATURE_LAYERS:
+            raise ValueError(f"feature_layer must be one of {FEATURE_LAYERS}, not {self.feature_layer!r}")
         if self.m < 1 or self.num_classes < 1:
             raise ValueError(f"m and num_classes must be >= 1 (got m={self.m}, num_classes={self.num_classes})")
 
@@ -153,9 +156,22 @@ def make_stages(cin: int, stages: tuple, blocks: int, groups: int = 1, stride_on
     return nn.Sequential(*layers)
 
 
-def feature_layer(cin: int, dim: int) -> nn.Sequential:
-    """Table 1's "fc [1×1, 512]": Linear (the W of Eqs. 1–2) + BN + ReLU, as every conv of the table."""
-    return nn.Sequential(nn.Linear(cin, dim, bias=False), nn.BatchNorm1d(dim), nn.ReLU(inplace=True))
+FEATURE_LAYERS = ("bn", "plain")
+
+
+def feature_layer(cin: int, dim: int, kind: str = "bn") -> nn.Sequential:
+    """Table 1's "fc [1×1, 512]"; ``weight`` of its first module is the W of Eqs. 1–2.
+
+    ``"bn"``: Linear (no bias) + BN + ReLU, as every conv of the table. BN makes each output unit
+    invariant to the scale of its weight row, so the penalties of Eqs. 1–2 can be lowered by
+    shrinking W without changing any output (issue 11). ``"plain"``: Linear (with bias) + ReLU,
+    where W's scale is not normalised away. The paper is silent on BN here.
+    """
+    if kind == "bn":
+        return nn.Sequential(nn.Linear(cin, dim, bias=False), nn.BatchNorm1d(dim), nn.ReLU(inplace=True))
+    if kind == "plain":
+        return nn.Sequential(nn.Linear(cin, dim, bias=True), nn.ReLU(inplace=True))
+    raise ValueError(f"feature_layer must be one of {FEATURE_LAYERS}, not {kind!r}")
 
 
 class StripePool(nn.Module):
@@ -182,13 +198,13 @@ class JLML(nn.Module):
 
         self.global_pool = nn.MaxPool2d(3, stride=2, padding=1)
         self.global_stages = make_stages(c1, cfg.global_stages, cfg.blocks_per_stage, stride_on=cfg.stride_on)
-        self.global_fc = feature_layer(cfg.global_stages[-1][0][2], cfg.feat_dim)
+        self.global_fc = feature_layer(cfg.global_stages[-1][0][2], cfg.feat_dim, cfg.feature_layer)
 
         self.stripe_pool = StripePool()
         groups = 1 if cfg.share_local else m
         self.local_stages = make_stages(c1, cfg.local_stages, cfg.blocks_per_stage, groups=groups,
                                         stride_on=cfg.stride_on)
-        self.local_fc = feature_layer(m * cfg.local_stages[-1][0][2], cfg.feat_dim)
+        self.local_fc = feature_layer(m * cfg.local_stages[-1][0][2], cfg.feat_dim, cfg.feature_layer)
 
         self.global_classifier: Optional[nn.Linear] = None
         self.local_classifier: Optional[nn.Linear] = None
@@ -293,11 +309,14 @@ def jlml_resnet39(
     shared_conv1: bool = True,
     head: str = "multi",
     stride_on: str = "1x1",
+    feature_layer: str = "bn",
 ) -> JLML:
     """JLML-ResNet39 of Table 1 with ``num_classes`` training identities per ID classifier.
 
     ``shared_conv1=False`` gives Table 11's "without shared feature" variant; ``head="uni"`` the
-    UniLoss design of Table 10 (one classifier on the joint feature).
+    UniLoss design of Table 10 (one classifier on the joint feature); ``feature_layer="plain"``
+    drops the BN of the two feature layers (see :func:`feature_layer`).
     """
     return JLML(JLMLConfig(num_classes=num_classes, m=m, share_local=share_local,
-                           shared_conv1=shared_conv1, head=head, stride_on=stride_on))
+                           shared_conv1=shared_conv1, head=head, stride_on=stride_on,
+                           feature_layer=feature_layer))

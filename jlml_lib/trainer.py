@@ -86,7 +86,7 @@ def build_model(cfg: TrainConfig, num_classes: int) -> nn.Module:
     from jlml_lib.model import jlml_resnet39
 
     return jlml_resnet39(num_classes, m=cfg.m, share_local=cfg.share_local, shared_conv1=cfg.shared_conv1,
-                         head=cfg.head, stride_on=cfg.stride_on)
+                         head=cfg.head, stride_on=cfg.stride_on, feature_layer=cfg.feature_layer)
 
 
 def build_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.SGD:
