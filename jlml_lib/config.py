@@ -35,14 +35,15 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
 from jlml_lib.errors import ConfigError
-from jlml_lib.model import FEATURE_LAYERS
+from jlml_lib.losses import LAMBDA
+from jlml_lib.model import FEATURE_KINDS, FEATURE_LAYERS, HEADS
 
 __all__ = ["TrainConfig", "PROFILES", "make_config", "parse_overrides", "apply_overrides",
            "config_from_dict", "RESUME_MAY_CHANGE"]
 
 PROFILES = ("smoke", "paper", "pretrain")
 CHOICES: dict[str, tuple[str, ...]] = {
-    "head": ("multi", "uni"),
+    "head": HEADS,
     "stride_on": ("1x1", "3x3"),
     "feature_layer": FEATURE_LAYERS,
     "amp": ("auto", "off", "bf16", "fp16"),
@@ -51,7 +52,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "device": ("auto", "cpu", "cuda"),
     "ap": ("official", "standard"),
 }
-EVAL_FEATURES = ("joint", "global", "local")
+EVAL_FEATURES = FEATURE_KINDS
 
 
 @dataclass
@@ -87,8 +88,8 @@ class TrainConfig:
     head: str = "multi"                   # "multi": MultiLoss (Eq. 5); "uni": UniLoss (Table 10)
     sfl: bool = True                      # selective feature learning, Eqs. (1)-(2) (Table 12)
     shared_conv1: bool = True             # Table 11
-    lambda_global: float = 5e-4
-    lambda_local: float = 5e-4
+    lambda_global: float = LAMBDA        # Eq. (5), §2.2
+    lambda_local: float = LAMBDA
     m: int = 4
     share_local: bool = False
     stride_on: str = "1x1"

@@ -8,8 +8,9 @@ import numpy as np
 import torch
 
 from jlml_lib.errors import ConfigError, DataError
+from jlml_lib.model import FEATURE_KINDS
 
-KINDS = ("joint", "global", "local")
+KINDS = FEATURE_KINDS  # re-exported: the model owns the list
 
 __all__ = ["KINDS", "extract_features"]
 

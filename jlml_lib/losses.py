@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .model import JLMLOutput
+from jlml_lib.model import HEADS, JLMLOutput
 
 __all__ = ["group_lasso_l21", "exclusive_group_lasso_l12", "LossTerms", "MultiLoss", "UniLoss", "build_loss"]
 
@@ -59,6 +59,10 @@ class LossTerms(NamedTuple):
     local_ce: Tensor       # Eq. (4) on the local branch (UniLoss: same as global_ce)
     global_reg: Tensor     # λ_global·ℓ21 (0 when SFL is off)
     local_reg: Tensor      # λ_local·ℓ12 (0 when SFL is off)
+
+
+#: the names of the objective's terms, in order (logs, curves)
+LOSS_TERMS: tuple[str, ...] = LossTerms._fields
 
 
 class MultiLoss(nn.Module):
@@ -106,7 +110,7 @@ class UniLoss(MultiLoss):
 def build_loss(head: str = "multi", *, m: int = 4, lambda_global: float = LAMBDA,
                lambda_local: float = LAMBDA, sfl: bool = True) -> MultiLoss:
     """The loss that matches a model's ``head`` ("multi" -> MultiLoss, "uni" -> UniLoss)."""
-    if head not in ("multi", "uni"):
-        raise ValueError(f"head must be 'multi' or 'uni', not {head!r}")
+    if head not in HEADS:
+        raise ValueError(f"head must be one of {HEADS}, not {head!r}")
     cls = MultiLoss if head == "multi" else UniLoss
     return cls(m=m, lambda_global=lambda_global, lambda_local=lambda_local, sfl=sfl)

@@ -62,6 +62,14 @@ LOCAL_STAGES: tuple[tuple[tuple[int, int, int], int], ...] = (
 )
 
 
+#: classifier heads: "multi" = one per branch (MultiLoss, Eq. 5); "uni" = one on the joint feature (Table 10)
+HEADS = ("multi", "uni")
+#: re-id representations (§2.3, Table 9): the 1,024-d joint feature, or one branch's 512-d feature
+FEATURE_KINDS = ("joint", "global", "local")
+#: the JLMLConfig fields a training config sets (everything else is Table 1)
+ARCH_KEYS = ("m", "share_local", "shared_conv1", "head", "stride_on", "feature_layer")
+
+
 @dataclass
 class JLMLConfig:
     """Every architectural setting of JLML-ResNet39; defaults are Table 1."""
@@ -80,7 +88,7 @@ class JLMLConfig:
     local_stages: tuple = field(default=LOCAL_STAGES)
 
     def __post_init__(self) -> None:
-        if self.head not in ("multi", "uni"):
+        if self.head not in HEADS:
             raise ValueError(f"head must be 'multi' (MultiLoss) or 'uni' (UniLoss), not {self.head!r}")
         if self.stride_on not in ("1x1", "3x3"):
             raise ValueError(f"stride_on must be '1x1' (Caffe ResNet) or '3x3' (ResNet v1.5), not {self.stride_on!r}")
@@ -279,8 +287,8 @@ class JLML(nn.Module):
     @torch.no_grad()
     def features(self, x: Tensor, kind: str = "joint") -> Tensor:
         """Re-id representation (§2.3): ``joint`` (1,024-d), or ``global`` / ``local`` (Table 9)."""
-        if kind not in ("joint", "global", "local"):
-            raise ValueError(f"feature kind must be 'joint', 'global' or 'local', not {kind!r}")
+        if kind not in FEATURE_KINDS:
+            raise ValueError(f"feature kind must be one of {FEATURE_KINDS}, not {kind!r}")
         g_in = self.conv1(x)
         if kind == "global":
             return self.global_branch(g_in)

@@ -31,13 +31,13 @@ from jlml_lib.checkpoint import last_checkpoint, load_checkpoint, save_checkpoin
 from jlml_lib.config import TrainConfig
 from jlml_lib.distributed import DistInfo, all_reduce_sum
 from jlml_lib.io import write_text
-from jlml_lib.losses import build_loss
+from jlml_lib.losses import LOSS_TERMS, build_loss
 from jlml_lib.train_data import apply_flip, build_train_loader, flip_mask
 
 __all__ = ["NonFiniteLoss", "FitResult", "resolve_device", "amp_dtype", "build_model", "build_optimizer",
            "fit"]
 
-TERMS = ("total", "global_ce", "local_ce", "global_reg", "local_reg")
+TERMS = LOSS_TERMS
 
 
 class NonFiniteLoss(RuntimeError):

@@ -74,14 +74,15 @@ from typing import Any, Mapping
 
 from jlml_lib.errors import DataError
 from jlml_lib.io import write_json
+from jlml_lib.model import FEATURE_KINDS, HEADS
 
 SCHEMA_VERSION = 1
 KINDS = ("evaluation", "dataset_stats", "complexity")
 SOURCES = ("real", "synthetic")
 DEFAULT_VARIANT: dict[str, Any] = {"feature": "joint", "loss": "multi", "shared_conv1": True, "sfl": True}
 VARIANT_CHOICES: dict[str, tuple] = {
-    "feature": ("joint", "global", "local"),
-    "loss": ("multi", "uni"),
+    "feature": FEATURE_KINDS,
+    "loss": HEADS,
     "shared_conv1": (True, False),
     "sfl": (True, False),
 }

@@ -1,0 +1,106 @@
+"""Where things are: the repository root and every file and folder name of a run.
+
+One owner for the run-folder layout. A run folder (``jlml train --out DIR``) holds::
+
+    config.json            the TrainConfig and the data source (written first)
+    log.jsonl              one line per ``log_every`` iterations
+    checkpoints/last.pt    resumable, atomic (``--resume``)
+    checkpoints/final.pt   the trained weights (``--init`` of the next stage, inference)
+    summary.json           training facts (wall time, images/s, metrics of every feature kind)
+    metrics.json           the joint feature's record (``jlml_lib.results.records``)
+    eval-<kind>/           the records of the other feature kinds (global, local)
+    split-NN/              one run per split (``--splits``); DIR/metrics.json is their aggregate
+
+Everything else imports these names instead of spelling them.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+#: the checkout (or source tree) this package was imported from
+REPO_ROOT = Path(__file__).resolve().parents[1]
+#: where the notebooks and `jlml workbook` put their runs (relative to the repository root)
+RUNS = "runs"
+#: the CUHK03+Market-1501 stage that 06 (VIPeR) and 07 (GRID) share (§3 "Implementation")
+REID_PRETRAINING_STAGE = "runs/cuhk03+market1501"
+#: the ImageNet pre-training run of 03, whose final checkpoint starts 04-08
+IMAGENET_STAGE = "runs/03_imagenet_pretraining"
+
+CONFIG = "config.json"
+LOG = "log.jsonl"
+SUMMARY = "summary.json"
+METRICS = "metrics.json"
+CHECKPOINTS = "checkpoints"
+LAST = "last.pt"
+FINAL = "final.pt"
+JOINT = "joint"  # the feature kind recorded in the run folder itself (§2.3)
+
+
+def repo_root() -> Path:
+    return REPO_ROOT
+
+
+def in_repo(path: str | os.PathLike) -> Path:
+    """``path`` if absolute, else relative to the repository root (not the working folder:
+    JupyterLab, papermill and nbval each start kernels in a different one)."""
+    p = Path(path).expanduser()
+    return p if p.is_absolute() else REPO_ROOT / p
+
+
+@dataclass(frozen=True)
+class RunDir:
+    """The files of one run folder; ``RunDir(path).final`` etc. Nothing is created here."""
+
+    path: Path
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        object.__setattr__(self, "path", Path(path))
+
+    def __fspath__(self) -> str:
+        return str(self.path)
+
+    @property
+    def config(self) -> Path:
+        return self.path / CONFIG
+
+    @property
+    def log(self) -> Path:
+        return self.path / LOG
+
+    @property
+    def summary(self) -> Path:
+        return self.path / SUMMARY
+
+    @property
+    def metrics(self) -> Path:
+        return self.path / METRICS
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.path / CHECKPOINTS
+
+    @property
+    def last(self) -> Path:
+        return self.checkpoints / LAST
+
+    @property
+    def final(self) -> Path:
+        return self.checkpoints / FINAL
+
+    def eval_dir(self, kind: str) -> Path:
+        """Where feature kind ``kind``'s metrics.json goes: joint in the run folder, others in ``eval-<kind>/``."""
+        return self.path if kind == JOINT else self.path / f"eval-{kind}"
+
+    def split(self, k: int) -> "RunDir":
+        return RunDir(self.path / f"split-{int(k):02d}")
+
+    def splits(self) -> list["RunDir"]:
+        """The split runs of a multi-split run, in split order (empty for a single run)."""
+        return [RunDir(p) for p in sorted(self.path.glob("split-[0-9][0-9]")) if p.is_dir()]
+
+    def first_run(self) -> "RunDir":
+        """The run itself, or its first split: where a single model's log and checkpoint are."""
+        splits = self.splits()
+        return splits[0] if splits else self
