@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from jlml_lib.config import make_config
+from jlml_lib.engine.config import make_config
 from jlml_lib.train import run
 
 TABLE4 = {"train": 50_000, "pretrain": 300_000}   # iterations, batch 32 (Table 4)

@@ -12,7 +12,7 @@ import sys
 # subcommand -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "data": ("jlml_lib.data.cli", "verify a dataset copy against its manifest, or generate a synthetic one"),
-    "train": ("jlml_lib.train", "train / fine-tune JLML (same as python -m jlml_lib.train)"),
+    "train": ("jlml_lib.engine.cli", "train / fine-tune JLML (same as python -m jlml_lib.train)"),
     "complexity": ("jlml_lib.complexity", "print parameters, FLOPs and output sizes (Tables 1 and 13)"),
     "tables": ("jlml_lib.results.tables", "regenerate results/tables/ from the runs' metrics.json"),
     "workbook": ("jlml_lib.workbook", "run the notebooks in order with papermill"),

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given, strategies as st
 
-from jlml_lib.config import (PROFILES, TrainConfig, config_from_dict, make_config, parse_overrides)
+from jlml_lib.engine.config import (PROFILES, TrainConfig, config_from_dict, make_config, parse_overrides)
 from jlml_lib.errors import ConfigError
 
 TABLE4 = Path(__file__).resolve().parents[1] / "results" / "paper" / "table4.csv"

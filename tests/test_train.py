@@ -11,13 +11,14 @@ import pytest
 import torch
 from PIL import Image
 
-from jlml_lib import checkpoint as ckpt_mod
-from jlml_lib.checkpoint import last_checkpoint, load_checkpoint, load_init_weights
-from jlml_lib.config import make_config
+from jlml_lib.engine import checkpoint as ckpt_mod
+from jlml_lib.engine.checkpoint import load_checkpoint, load_init_weights
+from jlml_lib.engine.config import make_config
+from jlml_lib.engine.loop import NonFiniteLoss, fit
 from jlml_lib.errors import ConfigError
 from jlml_lib.model import jlml_resnet39
+from jlml_lib.paths import RunDir
 from jlml_lib.train import main as train_main
-from jlml_lib.trainer import NonFiniteLoss, build_model, fit
 
 torch.set_num_threads(1)  # the machine is shared; 1 thread also keeps CPU results reproducible
 
@@ -65,20 +66,20 @@ def test_resume_after_kill_gives_identical_weights(items, tmp_path):
 
     with pytest.raises(Kill):
         fit(cfg, items, 6, tmp_path / "b", on_iteration=kill_at_5)
-    assert load_checkpoint(last_checkpoint(tmp_path / "b"))["iteration"] == 4
+    assert load_checkpoint(RunDir(tmp_path / "b").last)["iteration"] == 4
     resumed = fit(cfg, items, 6, tmp_path / "b", resume=True)
     assert resumed.iteration == 6
     assert states_equal(straight.model.state_dict(), resumed.model.state_dict()) == []
     # momentum buffers too: a further iteration from either checkpoint would also agree
-    oa = load_checkpoint(last_checkpoint(tmp_path / "a"))["optimizer"]["state"]
-    ob = load_checkpoint(last_checkpoint(tmp_path / "b"))["optimizer"]["state"]
+    oa = load_checkpoint(RunDir(tmp_path / "a").last)["optimizer"]["state"]
+    ob = load_checkpoint(RunDir(tmp_path / "b").last)["optimizer"]["state"]
     assert all(torch.equal(oa[k]["momentum_buffer"], ob[k]["momentum_buffer"]) for k in oa)
     # the log was cut back to the checkpoint and continued: one line per log step, in order
     its = [json.loads(l)["iteration"] for l in (tmp_path / "b" / "log.jsonl").read_text().splitlines()]
     assert its == [2, 4, 6]
     # and training did something (equality is not the trivial "nothing moved")
     torch.manual_seed(cfg.seed)  # the initial weights fit() starts from
-    fresh = build_model(cfg, 6).state_dict()
+    fresh = cfg.build_model(6).state_dict()
     assert states_equal(fresh, straight.model.state_dict())
 
 
@@ -96,7 +97,7 @@ def test_loss_terms_logged(items, tmp_path):
 def test_checkpoint_never_half_written(items, tmp_path, monkeypatch):
     cfg = tiny_cfg(iterations=4)
     fit(cfg, items, 6, tmp_path)
-    path = last_checkpoint(tmp_path)
+    path = RunDir(tmp_path).last
     before = path.read_bytes()
 
     def broken_save(obj, fh, *a, **k):
@@ -120,7 +121,7 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(items, tmp_path):
 
     with pytest.raises(NonFiniteLoss, match=r"iteration 4 .*last good checkpoint .*last.pt"):
         fit(tiny_cfg(), items, 6, tmp_path, on_iteration=poison)
-    ck = load_checkpoint(last_checkpoint(tmp_path))
+    ck = load_checkpoint(RunDir(tmp_path).last)
     assert ck["iteration"] == 2
     assert all(torch.isfinite(v).all() for v in ck["model"].values() if v.is_floating_point())
 
@@ -147,7 +148,7 @@ def test_sync_bn_needs_cuda(items, tmp_path):
 
 
 def test_eval_normalize_gives_unit_features():
-    from jlml_lib.train_eval import _Normalised
+    from jlml_lib.engine.evaluate import _Normalised
 
     torch.manual_seed(0)
     model = jlml_resnet39(5).eval()

@@ -7,7 +7,7 @@ from itertools import islice
 import torch
 from hypothesis import given, settings, strategies as st
 
-from jlml_lib.train_data import StreamSampler, apply_flip, flip_mask
+from jlml_lib.engine.sampler import StreamSampler, apply_flip, flip_mask
 
 
 @settings(max_examples=40, deadline=None)

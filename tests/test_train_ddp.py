@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from jlml_lib.distributed import free_port
+from jlml_lib.engine.distributed import free_port
 
 pytestmark = pytest.mark.slow
 

@@ -11,7 +11,7 @@ import json
 import pytest
 import torch
 
-from jlml_lib.config import make_config
+from jlml_lib.engine.config import make_config
 from jlml_lib.results.records import read_metrics
 from jlml_lib.train import main as train_main, run, run_splits
 

@@ -13,16 +13,18 @@ machines see or at least rank 0's machine: only global rank 0 writes.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 from dataclasses import dataclass
+from typing import Iterator
 
 import torch
 import torch.distributed as dist
 
 from jlml_lib.errors import ConfigError
 
-__all__ = ["DistInfo", "init_distributed", "cleanup", "barrier", "all_reduce_sum", "broadcast_object",
+__all__ = ["DistInfo", "init_distributed", "distributed_group", "cleanup", "barrier", "all_reduce_sum",
            "free_port"]
 
 
@@ -64,6 +66,16 @@ def init_distributed(device_kind: str) -> DistInfo:
     return DistInfo(rank=rank, world_size=world, local_rank=local, backend=backend)
 
 
+@contextlib.contextmanager
+def distributed_group(device_kind: str) -> Iterator[DistInfo]:
+    """:func:`init_distributed` for the duration of a ``with`` block, then :func:`cleanup`."""
+    info = init_distributed(device_kind)
+    try:
+        yield info
+    finally:
+        cleanup(info)
+
+
 def cleanup(info: DistInfo) -> None:
     if info.distributed and dist.is_initialized():
         dist.destroy_process_group()
@@ -79,15 +91,6 @@ def all_reduce_sum(t: torch.Tensor, info: DistInfo) -> torch.Tensor:
     if info.distributed:
         dist.all_reduce(t, op=dist.ReduceOp.SUM)
     return t
-
-
-def broadcast_object(obj, info: DistInfo):
-    """Rank 0's ``obj`` on every rank (small picklable objects: paths, flags, messages)."""
-    if not info.distributed:
-        return obj
-    box = [obj]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]
 
 
 def free_port() -> int:

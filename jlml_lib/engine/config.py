@@ -36,7 +36,7 @@ from typing import Any, Mapping, Sequence
 
 from jlml_lib.errors import ConfigError
 from jlml_lib.losses import LAMBDA
-from jlml_lib.model import FEATURE_KINDS, FEATURE_LAYERS, HEADS
+from jlml_lib.model import ARCH_KEYS, FEATURE_KINDS, FEATURE_LAYERS, HEADS, JLML, jlml_resnet39
 
 __all__ = ["TrainConfig", "PROFILES", "make_config", "parse_overrides", "apply_overrides",
            "config_from_dict", "RESUME_MAY_CHANGE"]
@@ -131,6 +131,10 @@ class TrainConfig:
         """The record's ablation tag (``jlml_lib.results.records``)."""
         return {"feature": feature or self.feature_kinds()[0], "loss": self.head,
                 "shared_conv1": self.shared_conv1, "sfl": self.sfl}
+
+    def build_model(self, num_classes: int) -> JLML:
+        """The JLML-ResNet39 these settings describe (``model.ARCH_KEYS``), fresh ID classifiers."""
+        return jlml_resnet39(num_classes, **{k: getattr(self, k) for k in ARCH_KEYS})
 
     def lr_at(self, iteration: int) -> float:
         """Caffe ``step`` policy: base_lr · gamma^floor(iter / stepsize) (Table 4, LRP)."""

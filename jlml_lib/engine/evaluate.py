@@ -15,8 +15,12 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from jlml_lib.config import TrainConfig
-from jlml_lib.distributed import DistInfo
+from jlml_lib import protocols
+from jlml_lib.data import build_loader
+from jlml_lib.engine.config import TrainConfig
+from jlml_lib.engine.distributed import DistInfo
+from jlml_lib.paths import JOINT, RunDir
+from jlml_lib.results.records import write_metrics
 
 __all__ = ["record_dataset_name", "device_label", "evaluate_run", "record_dirs", "classification_accuracy",
            "write_record"]
@@ -52,8 +56,6 @@ class _Normalised(nn.Module):
 
 def evaluate_run(cfg: TrainConfig, model: nn.Module, ds, device: torch.device) -> dict[str, dict]:
     """protocols.evaluate for each requested feature kind -> {kind: metrics dict}."""
-    from jlml_lib import protocols
-
     net = _Normalised(model) if cfg.eval_normalize else model
     net.eval()
     results = {}
@@ -68,10 +70,10 @@ def record_dirs(out_dir: Path, kinds: Sequence[str]) -> dict[str, list[Path]]:
     """Where each feature kind's metrics.json goes: joint in ``out_dir``, others in ``eval-<kind>/``.
 
     Without joint, the first kind is also written to ``out_dir`` so the run folder always holds
-    one record (``jlml_lib.launch.read_record`` reads the same places).
+    one record.
     """
-    dirs = {k: [out_dir if k == "joint" else out_dir / f"eval-{k}"] for k in kinds}
-    if kinds and "joint" not in dirs:
+    dirs = {k: [RunDir(out_dir).eval_dir(k)] for k in kinds}
+    if kinds and JOINT not in dirs:
         dirs[kinds[0]].append(out_dir)
     return dirs
 
@@ -79,8 +81,6 @@ def record_dirs(out_dir: Path, kinds: Sequence[str]) -> dict[str, list[Path]]:
 @torch.no_grad()
 def classification_accuracy(cfg: TrainConfig, model: nn.Module, items, device: torch.device) -> dict:
     """Top-1 of each ID classifier on held-out items (ImageNet val after pre-training)."""
-    from jlml_lib.data import build_loader
-
     model.eval()
     hits: dict[str, int] = {}
     total = 0
@@ -97,8 +97,6 @@ def classification_accuracy(cfg: TrainConfig, model: nn.Module, items, device: t
 
 def write_record(cfg: TrainConfig, out_dir: Path, *, metrics: dict, feature: str, protocol: str,
                  source: str, wall: float, device: str, extra: dict) -> Path:
-    from jlml_lib.results.records import write_metrics
-
     return write_metrics(out_dir, metrics=metrics, config=cfg.to_dict(), dataset=record_dataset_name(cfg),
                          source=source, profile=cfg.profile, protocol=protocol, wall_time_s=wall,
                          device=device, extra=extra, variant=cfg.variant(feature))

@@ -21,6 +21,8 @@ import numpy as np
 import torch
 from torch.utils.data import Sampler
 
+from jlml_lib.data import build_loader
+
 __all__ = ["StreamSampler", "flip_mask", "apply_flip", "build_train_loader"]
 
 _ORDER, _FLIP = 0x0D, 0xF1  # stream tags, so order and flips never share a generator
@@ -95,8 +97,6 @@ def build_train_loader(items: Sequence[tuple[str, int, int]], *, image_size: tup
                        batch_size: int, workers: int, seed: int, start_iteration: int,
                        rank: int = 0, world_size: int = 1):
     """The DataLoader of this rank's slices, from ``start_iteration`` on (endless)."""
-    from jlml_lib.data import build_loader
-
     sampler = StreamSampler(len(items), batch_size, seed=seed, start_iteration=start_iteration,
                             rank=rank, world_size=world_size)
     # train=False: the deterministic transform; the flip is applied per batch (see above)

@@ -13,8 +13,11 @@ either complete or absent) holds::
     num_classes   classifier width (training identities)
     data          {"dataset", "source", "split", "num_train_pids"}
 
-Data order and augmentation are functions of (seed, iteration) (:mod:`jlml_lib.train_data`),
+Data order and augmentation are functions of (seed, iteration) (:mod:`jlml_lib.engine.sampler`),
 so ``iteration`` is all a resumed run needs to draw the very same next batches.
+
+``final.pt`` (the trained weights, :func:`save_final`) is the same format without optimizer,
+scaler and rng; :func:`load_model` rebuilds a model from either kind for inference.
 """
 from __future__ import annotations
 
@@ -29,22 +32,16 @@ import numpy as np
 import torch
 from torch import nn
 
+from jlml_lib.engine.config import TrainConfig, config_from_dict
 from jlml_lib.errors import ConfigError
 from jlml_lib.io import torch_save
+from jlml_lib.paths import RunDir
 
 __all__ = ["FORMAT", "VERSION", "CLASSIFIER_PREFIXES", "rng_state", "set_rng_state", "save_checkpoint",
-           "load_checkpoint", "load_init_weights", "checkpoint_dir", "last_checkpoint"]
+           "save_final", "load_checkpoint", "load_model", "load_init_weights"]
 
 FORMAT, VERSION = "jlml-checkpoint", 1
 CLASSIFIER_PREFIXES = ("global_classifier.", "local_classifier.", "joint_classifier.")
-
-
-def checkpoint_dir(out_dir: str | os.PathLike) -> Path:
-    return Path(out_dir) / "checkpoints"
-
-
-def last_checkpoint(out_dir: str | os.PathLike) -> Path:
-    return checkpoint_dir(out_dir) / "last.pt"
 
 
 def rng_state() -> dict[str, Any]:
@@ -72,14 +69,22 @@ def save_checkpoint(path: str | os.PathLike, *, model: nn.Module, optimizer: tor
                     scaler: Any, iteration: int, config: dict, num_classes: int,
                     data: dict) -> Path:
     """Write a resumable checkpoint atomically (temp file, fsync, rename)."""
-    obj = {
-        "format": FORMAT, "version": VERSION, "iteration": int(iteration),
-        "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-        "optimizer": optimizer.state_dict(),
-        "scaler": scaler.state_dict() if scaler is not None and scaler.is_enabled() else None,
-        "rng": rng_state(), "config": dict(config), "num_classes": int(num_classes), "data": dict(data),
-    }
+    obj = _weights(model, iteration, config, num_classes, data)
+    obj.update(optimizer=optimizer.state_dict(), rng=rng_state(),
+               scaler=scaler.state_dict() if scaler is not None and scaler.is_enabled() else None)
     return torch_save(obj, path)
+
+
+def save_final(run_dir: str | os.PathLike, *, model: nn.Module, iteration: int, config: dict,
+               num_classes: int, data: dict) -> Path:
+    """The run's trained weights, ``checkpoints/final.pt`` (what ``--init`` and inference load)."""
+    return torch_save(_weights(model, iteration, config, num_classes, data), RunDir(run_dir).final)
+
+
+def _weights(model: nn.Module, iteration: int, config: dict, num_classes: int, data: dict) -> dict[str, Any]:
+    return {"format": FORMAT, "version": VERSION, "iteration": int(iteration),
+            "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+            "config": dict(config), "num_classes": int(num_classes), "data": dict(data)}
 
 
 def _read(path: Path, purpose: str) -> Any:
@@ -106,6 +111,19 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
         raise ConfigError(f"{path}: checkpoint version {ckpt.get('version')!r}, this jlml_lib "
                           f"reads {VERSION}. Start a new run, or use --init to take its weights.")
     return ckpt
+
+
+def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[nn.Module, TrainConfig]:
+    """The model of a checkpoint (``final.pt`` or ``last.pt``) in eval mode, and its TrainConfig.
+
+    The checkpoint carries its config and class count, so the architecture (``model.ARCH_KEYS``)
+    is rebuilt from it; a config written before a setting existed takes that setting's default.
+    """
+    ckpt = load_checkpoint(path)
+    cfg = config_from_dict(ckpt["config"])
+    model = cfg.build_model(ckpt["num_classes"])
+    model.load_state_dict(ckpt["model"])
+    return model.to(torch.device(device)).eval(), cfg
 
 
 def load_init_weights(model: nn.Module, path: str | os.PathLike) -> dict[str, Any]:

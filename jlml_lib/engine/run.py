@@ -1,0 +1,210 @@
+"""One training run from start to records, and a run per split (paper §2.2–2.3, Table 4).
+
+:func:`run` resolves the data, trains (:func:`jlml_lib.engine.loop.fit`), writes the final
+weights (:func:`jlml_lib.engine.checkpoint.save_final`), evaluates with the dataset's protocol
+and writes the records; :func:`run_splits` does that for each split in ``split-NN/`` and writes
+the mean ± std over splits in the run folder. The folder's layout is :class:`jlml_lib.paths.RunDir`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from torch import nn
+
+from jlml_lib import protocols
+from jlml_lib.data import ReidDataset, load_dataset, resolve_root
+from jlml_lib.engine.checkpoint import load_checkpoint, load_init_weights, save_final
+from jlml_lib.engine.config import RESUME_MAY_CHANGE, TrainConfig
+from jlml_lib.engine.distributed import DistInfo, barrier, distributed_group
+from jlml_lib.engine.evaluate import (classification_accuracy, device_label, evaluate_run, record_dirs,
+                                      write_record)
+from jlml_lib.engine.loop import FitResult, NonFiniteLoss, fit, resolve_device
+from jlml_lib.errors import ConfigError, DataError
+from jlml_lib.io import write_json
+from jlml_lib.paths import RunDir
+
+__all__ = ["run", "run_splits", "load_data", "dataset_options"]
+
+
+# ---------------------------------------------------------------- data
+def dataset_options(cfg: TrainConfig) -> dict[str, Any]:
+    """``load_dataset`` options of the run; split-based protocols get the run's ``split``."""
+    opts = dict(cfg.data_options)
+    takes_split = cfg.dataset in ("viper", "grid") or (
+        cfg.dataset == "cuhk03" and opts.get("protocol", "classic") == "classic")
+    if takes_split:
+        opts.setdefault("split", cfg.split)
+    return opts
+
+
+def load_data(cfg: TrainConfig, info: DistInfo) -> tuple[ReidDataset, str]:
+    """The ReidDataset of the run and its source; rank 0 generates a synthetic copy first if needed."""
+
+    def resolve():
+        return resolve_root(cfg.dataset, cfg.data_root, scale=cfg.synthetic_scale, seed=cfg.synthetic_seed)
+
+    if info.is_main:
+        root, source = resolve()
+    barrier(info)
+    if not info.is_main:
+        root, source = resolve()  # now cached: a read, not a second generation
+    ds = load_dataset(cfg.dataset, root, **dataset_options(cfg))
+    if len(ds.train) < cfg.batch_size:
+        raise DataError(f"{cfg.dataset} ({root}): {len(ds.train)} training images, fewer than one "
+                        f"batch ({cfg.batch_size}); use a larger synthetic_scale or batch_size=...")
+    return ds, source
+
+
+def _device_kind(cfg: TrainConfig) -> str:
+    return resolve_device(cfg, DistInfo()).type
+
+
+# ---------------------------------------------------------------- one run
+def _check_resume_config(cfg: TrainConfig, saved: dict, path: Path) -> TrainConfig:
+    """The config to resume with: ``cfg``, which must match the saved one except for settings
+    that do not change the weights; a missing ``--init`` is taken from the saved run (the
+    checkpoint already holds those weights)."""
+    if cfg.init is None and saved.get("init"):
+        cfg = dataclasses.replace(cfg, init=saved["init"])
+    differ = {k: (saved.get(k), v) for k, v in cfg.to_dict().items()
+              if k not in RESUME_MAY_CHANGE and saved.get(k) != v}
+    if differ:
+        raise ConfigError(f"--resume: {path} was written with other settings: "
+                          + ", ".join(f"{k}: saved {a!r}, now {b!r}" for k, (a, b) in differ.items())
+                          + ". Resume with the original arguments, or start a new run with a new --out.")
+    return cfg
+
+
+def _start(cfg: TrainConfig, run: RunDir, resume: bool, info: DistInfo) -> tuple[TrainConfig, bool]:
+    """Check the batch against the DDP world and the folder against ``--resume``."""
+    if cfg.batch_size % info.world_size:
+        raise ConfigError(f"batch_size={cfg.batch_size} (the global batch) is not divisible by the "
+                          f"{info.world_size} DDP processes; choose --nproc_per_node dividing it.")
+    if resume and run.last.exists():
+        return _check_resume_config(cfg, load_checkpoint(run.last)["config"], run.last), True
+    if resume:
+        if info.is_main:
+            print(f"jlml train: --resume but no checkpoint at {run.last}; starting at iteration 0.",
+                  file=sys.stderr)
+        return cfg, False
+    if run.last.exists():
+        raise ConfigError(f"{run.path} already holds a run ({run.last}); add --resume to continue it, "
+                          "or choose a new --out.")
+    return cfg, False
+
+
+def run(cfg: TrainConfig, out_dir: str | Path, *, resume: bool = False,
+        on_iteration: Callable[[int, nn.Module], None] | None = None,
+        info: DistInfo | None = None) -> dict[str, Any]:
+    """Train, evaluate and record one run in ``out_dir``; returns the summary dict (rank 0)."""
+    if info is not None:
+        return _run(cfg, RunDir(out_dir), resume=resume, on_iteration=on_iteration, info=info)
+    with distributed_group(_device_kind(cfg)) as info:
+        return _run(cfg, RunDir(out_dir), resume=resume, on_iteration=on_iteration, info=info)
+
+
+def _run(cfg: TrainConfig, run: RunDir, *, resume: bool, info: DistInfo,
+         on_iteration: Callable[[int, nn.Module], None] | None = None) -> dict[str, Any]:
+    t_start = time.perf_counter()
+    cfg, resume = _start(cfg, run, resume, info)
+    device = resolve_device(cfg, info)
+    ds, source = load_data(cfg, info)
+    if info.is_main:
+        run.path.mkdir(parents=True, exist_ok=True)
+        write_json(run.config, {**cfg.to_dict(), "source": source})
+        if source == "synthetic":
+            print(f"jlml train: no --data-root: training on SYNTHETIC {cfg.dataset} ({ds.root}); "
+                  "results are labelled synthetic.", file=sys.stderr)
+    barrier(info)
+
+    init_info: dict[str, Any] = {}
+
+    def init(model: nn.Module) -> None:
+        init_info.update(load_init_weights(model, cfg.init))
+
+    data_info = {"dataset": cfg.dataset, "source": source, "split": ds.split, "num_train_pids": ds.num_train_pids}
+    try:
+        result = fit(cfg, ds.train, ds.num_train_pids, run.path, info=info, resume=resume,
+                     init=init if cfg.init else None, data_info=data_info, on_iteration=on_iteration)
+    except NonFiniteLoss:
+        barrier(info)
+        raise
+    summary: dict[str, Any] = {}
+    if info.is_main:
+        save_final(run.path, model=result.model, iteration=result.iteration, config=cfg.to_dict(),
+                   num_classes=ds.num_train_pids, data=data_info)
+        summary = _finish(cfg, run, ds, source, result, device_label(device, info), info,
+                          init_path=init_info.get("path"), resumed=resume, t_start=t_start)
+    barrier(info)
+    return summary
+
+
+def _finish(cfg: TrainConfig, run: RunDir, ds: ReidDataset, source: str, result: FitResult, device: str,
+            info: DistInfo, *, init_path: str | None, resumed: bool, t_start: float) -> dict[str, Any]:
+    """Evaluate the trained model (re-id protocol, or ImageNet val top-1) and write the records."""
+    summary: dict[str, Any] = {
+        "dataset": cfg.dataset, "source": source, "split": ds.split, "protocol": ds.protocol,
+        "profile": cfg.profile, "iterations": result.iteration, "train_wall_time_s": result.wall_time_s,
+        "images_per_s": result.images_per_s, "last_log": result.last_log, "device": device,
+        "world_size": info.world_size, "init": init_path, "resumed": resumed}
+    metrics = {}
+    if cfg.evaluate and ds.query and ds.gallery:
+        metrics = evaluate_run(cfg, result.model, ds, resolve_device(cfg, info))
+    elif cfg.evaluate and ds.extras.get("val"):
+        summary["val_accuracy"] = classification_accuracy(cfg, result.model, ds.extras["val"],
+                                                          resolve_device(cfg, info))
+    wall = time.perf_counter() - t_start
+    summary["wall_time_s"] = wall
+    dirs = record_dirs(run.path, list(metrics))
+    for kind, m in metrics.items():
+        for d in dirs[kind]:
+            write_record(cfg, d, metrics=m, feature=kind, protocol=ds.protocol, source=source, wall=wall,
+                         device=device,
+                         extra={"split": ds.split, "num_splits": ds.num_splits, "iterations": result.iteration,
+                                "init": init_path, "eval_normalize": cfg.eval_normalize})
+    summary["metrics"] = metrics
+    write_json(run.summary, summary)
+    return summary
+
+
+# ---------------------------------------------------------------- one run per split
+def run_splits(cfg: TrainConfig, out_dir: str | Path, splits: Sequence[int] | str, *,
+               resume: bool = False) -> dict[str, Any]:
+    """One run per split in ``out_dir/split-NN``; their mean ± std (protocols.aggregate) in ``out_dir``."""
+    run = RunDir(out_dir)
+    with distributed_group(_device_kind(cfg)) as info:
+        if splits == "all":
+            ds, _ = load_data(cfg, info)
+            splits = list(range(ds.num_splits))
+        t0 = time.perf_counter()
+        summaries = []
+        for k in splits:
+            split = run.split(k)
+            if resume and split.summary.exists():  # finished before the interruption: keep it
+                summaries.append(json.loads(split.summary.read_text()))
+                continue
+            summaries.append(_run(dataclasses.replace(cfg, split=int(k)), split, resume=resume, info=info))
+        summary: dict[str, Any] = {"splits": list(splits)}
+        if info.is_main and cfg.evaluate and all(s.get("metrics") for s in summaries):
+            summary["metrics"] = _write_aggregate(cfg, run, summaries, list(splits), time.perf_counter() - t0)
+            write_json(run.summary, summary)
+        return summary
+
+
+def _write_aggregate(cfg: TrainConfig, run: RunDir, summaries: list[dict], splits: list[int],
+                     wall: float) -> dict[str, dict]:
+    dirs = record_dirs(run.path, cfg.feature_kinds())
+    out = {}
+    for kind in cfg.feature_kinds():
+        agg = protocols.aggregate([s["metrics"][kind] for s in summaries])
+        for d in dirs[kind]:
+            write_record(cfg, d, metrics=agg, feature=kind, protocol=summaries[0]["protocol"],
+                         source=summaries[0]["source"], wall=wall, device=summaries[0]["device"],
+                         extra={"splits": splits, "aggregated_over": len(splits)})
+        out[kind] = agg
+    return out
