@@ -1,0 +1,171 @@
+"""jlml_lib.selection: group-sparsity statistics of W_G / W_L (Eqs. 1–2, issue 11).
+
+Every expected value below is derived by hand in the comment next to it.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+from jlml_lib.errors import ConfigError
+from jlml_lib.model import jlml_resnet39
+from jlml_lib.selection import (column_norms, fraction_below, hoyer, sorted_column_norms, stripe_group_norms,
+                                stripes_for_mass, summary, unit_stripe_norms, weight_summary, within_group_hoyer)
+
+SQ2 = math.sqrt(2.0)
+
+
+# ---------------------------------------------------------------- Hoyer sparsity
+def test_hoyer_hand_cases():
+    # one non-zero of 4: ‖x‖₁/‖x‖₂ = 1 -> (2 - 1)/(2 - 1) = 1
+    assert hoyer(np.array([0.0, 3.0, 0.0, 0.0])) == pytest.approx(1.0)
+    # all equal: ‖x‖₁/‖x‖₂ = 4/2 = 2 = √4 -> 0
+    assert hoyer(np.array([1.0, 1.0, 1.0, 1.0])) == pytest.approx(0.0, abs=1e-12)
+    # two ones of 4 (signs ignored): 2/√2 = √2 -> (2 - √2)/1
+    assert hoyer(np.array([-1.0, 1.0, 0.0, 0.0])) == pytest.approx(2.0 - SQ2)
+    # four ones of 9: 4/2 = 2 -> (3 - 2)/(3 - 1) = 0.5; a torch tensor and a matrix shape work too
+    assert hoyer(torch.tensor([[1.0, 1.0, 1.0], [1.0, 0.0, 0.0], [0.0, 0.0, 0.0]])) == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize("bad", [np.array([2.0]), np.zeros(5), np.array([1.0, np.nan])])
+def test_hoyer_undefined_is_an_error(bad):
+    with pytest.raises(ConfigError, match="hoyer"):
+        hoyer(bad)
+
+
+@settings(max_examples=50, deadline=None)
+@given(arrays(np.float64, st.integers(2, 40), elements=st.floats(-1e3, 1e3)).filter(lambda a: np.abs(a).max() > 1e-3),
+       st.floats(1e-3, 1e3))
+def test_hoyer_is_scale_and_order_free_and_in_unit_interval(x, c):
+    h = hoyer(x)
+    assert 0.0 <= h <= 1.0
+    assert hoyer(c * x) == pytest.approx(h, abs=1e-9)
+    assert hoyer(x[::-1]) == pytest.approx(h, abs=1e-9)
+
+
+# ---------------------------------------------------------------- W_G (Eq. 1)
+def test_column_norms_are_over_input_columns():
+    # W_G is out × in (2 × 3); columns (3,4), (0,0), (1,-1) -> 5, 0, √2.
+    # Rows would give two numbers (√10, √17): the orientation is visible in the shape.
+    W = torch.tensor([[3.0, 0.0, 1.0], [4.0, 0.0, -1.0]])
+    np.testing.assert_allclose(column_norms(W), [5.0, 0.0, SQ2])
+
+
+def test_fraction_below_one_percent_of_largest():
+    # 1 % of 5 = 0.05: only the 0 column is below -> 1/3
+    assert fraction_below(np.array([5.0, 0.0, SQ2])) == pytest.approx(1 / 3)
+    # 1 % of 100 = 1: 0.99 is below, 1 is not ("strictly below") -> 1/4
+    assert fraction_below(np.array([100.0, 1.0, 0.99, 2.0])) == pytest.approx(0.25)
+    with pytest.raises(ConfigError, match="rel"):
+        fraction_below(np.array([1.0, 2.0]), rel=1.5)
+
+
+# ---------------------------------------------------------------- W_L (Eq. 2)
+def test_stripe_groups_are_contiguous_column_blocks():
+    # m=2, d_l=2: row 0 = [1,-2 | 0,3] -> ℓ1 per stripe (3, 3); row 1 = [0,0 | 5,-5] -> (0, 10).
+    # An interleaved grouping (columns j::m) would give row 0 = (|1|+|0|, |-2|+|3|) = (1, 5).
+    W = torch.tensor([[1.0, -2.0, 0.0, 3.0], [0.0, 0.0, 5.0, -5.0]])
+    np.testing.assert_allclose(stripe_group_norms(W, 2), [[3.0, 3.0], [0.0, 10.0]])
+
+
+def test_stripes_for_ninety_percent_of_the_mass():
+    groups = np.array([[9.0, 1.0, 0.0, 0.0],   # 9 >= 0.9·10 -> 1 stripe (the boundary counts)
+                       [5.0, 3.0, 2.0, 0.0],   # 5, 8 < 9; 10 >= 9 -> 3
+                       [1.0, 1.0, 1.0, 1.0],   # 3 < 3.6 -> all 4
+                       [0.0, 0.0, 7.0, 0.0],   # order does not matter -> 1
+                       [0.0, 0.0, 0.0, 0.0]])  # a dead unit -> 0
+    np.testing.assert_array_equal(stripes_for_mass(groups), [1, 3, 4, 1, 0])
+    # at 50 %: 9 >= 5 -> 1; 5 >= 5 -> 1; 1, 2 >= 2 -> 2; 1; 0
+    np.testing.assert_array_equal(stripes_for_mass(groups, 0.5), [1, 1, 2, 1, 0])
+
+
+@settings(max_examples=50, deadline=None)
+@given(arrays(np.float64, st.tuples(st.integers(1, 6), st.integers(1, 6)), elements=st.floats(0.0, 100.0)))
+def test_stripes_for_mass_is_the_fewest_that_suffice(groups):
+    k = stripes_for_mass(groups)
+    top = -np.sort(-groups, axis=1)
+    for row, n, total in zip(top, k, groups.sum(axis=1)):
+        if total == 0:
+            assert n == 0
+            continue
+        assert row[:n].sum() >= 0.9 * total * (1 - 1e-9)         # n stripes suffice
+        assert row[:n - 1].sum() < 0.9 * total * (1 + 1e-9)       # n - 1 do not
+
+
+def test_within_group_hoyer():
+    # m=2, d_l=4: group (0,0) = [1,0,0,0] -> 1; group (0,1) = [1,1,0,0] -> 2 - √2 (see Hoyer cases);
+    # row 1 is zero -> NaN (undefined) for both of its groups
+    W = np.array([[1.0, 0, 0, 0, 1, 1, 0, 0], [0.0] * 8])
+    h = within_group_hoyer(W, 2)
+    np.testing.assert_allclose(h[0], [1.0, 2.0 - SQ2])
+    assert np.isnan(h[1]).all()
+
+
+@pytest.mark.parametrize("call,match", [
+    (lambda: stripe_group_norms(np.ones((2, 6)), 4), "m=4"),
+    (lambda: stripe_group_norms(np.ones((2, 6)), 0), "m=0"),
+    (lambda: column_norms(np.ones(5)), "2-D"),
+    (lambda: column_norms(np.ones((0, 3))), "2-D"),
+    (lambda: column_norms(np.array([[1.0, np.inf]])), "NaN/inf"),
+    (lambda: stripes_for_mass(np.array([[1.0, -1.0]])), "non-negative"),
+    (lambda: stripes_for_mass(np.ones((2, 2)), 0.0), "mass"),
+    (lambda: within_group_hoyer(np.ones((2, 4)), 4), "at least 2"),
+    (lambda: summary(torch.nn.Linear(3, 3)), "JLML model"),
+])
+def test_bad_input_is_a_clear_error(call, match):
+    with pytest.raises(ConfigError, match=match):
+        call()
+
+
+# ---------------------------------------------------------------- the summary
+def test_weight_summary_hand_case():
+    # W_G (2 × 4): only column 0 non-zero -> norms (1,0,0,0): Hoyer 1, 3 of 4 below 1 %, max 1.
+    W_G = np.array([[1.0, 0, 0, 0], [0.0, 0, 0, 0]])
+    # W_L (2 × 8), m=4, d_l=2: row 0 = [1,1|0,0|0,0|0,0] -> groups (2,0,0,0);
+    #                          row 1 = [1,0|1,0|1,0|1,0] -> groups (1,1,1,1).
+    W_L = np.array([[1.0, 1, 0, 0, 0, 0, 0, 0], [1.0, 0, 1, 0, 1, 0, 1, 0]])
+    s = weight_summary(W_G, W_L, 4)
+    assert s["wg_col_l2_hoyer"] == pytest.approx(1.0)
+    assert s["wg_col_frac_below_1pct"] == pytest.approx(0.75)
+    assert s["wg_col_l2_max"] == pytest.approx(1.0)
+    # 8 groups (2,0,0,0,1,1,1,1): ‖·‖₁ = 6, ‖·‖₂ = √8 = 2√2, ratio 3/√2;
+    # Hoyer = (2√2 - 3/√2)/(2√2 - 1) = (√2/2)/(2√2 - 1)
+    assert s["wl_group_l1_hoyer"] == pytest.approx((SQ2 / 2) / (2 * SQ2 - 1))
+    assert s["wl_group_l1_max"] == pytest.approx(2.0)
+    # stripes for 90 %: row 0 -> 1, row 1 -> 4 (3 < 3.6): mean 2.5, half the units each
+    assert s["wl_stripes_90_mean"] == pytest.approx(2.5)
+    assert [s[f"wl_stripes_90_frac_{n}"] for n in range(5)] == pytest.approx([0, 0.5, 0, 0, 0.5])
+    # inside groups (d_l=2): [1,1] -> 0, three zero groups -> NaN (skipped), four [1,0] -> 1: mean 4/5
+    assert s["wl_within_group_hoyer_mean"] == pytest.approx(0.8)
+    assert all(isinstance(v, float) for v in s.values())
+
+
+def test_summary_reads_the_models_own_matrices_and_m():
+    model = jlml_resnet39(3, m=4)
+    with torch.no_grad():
+        W_G, W_L = model.global_fc_weight, model.local_fc_weight   # 512 × 512, 512 × 4·256
+        W_G.zero_()
+        W_G[:, 7] = 1.0           # column 7 only: norms (√512 once, 0 × 511)
+        W_L.zero_()
+        W_L[:, 2 * 256 + 5] = -1.0  # stripe 2 only, every unit: groups (0, 0, 1, 0) per row
+    s = summary(model)
+    assert s["wg_col_l2_hoyer"] == pytest.approx(1.0)
+    assert s["wg_col_frac_below_1pct"] == pytest.approx(511 / 512)
+    assert s["wg_col_l2_max"] == pytest.approx(math.sqrt(512))
+    # 2048 groups, 512 of them 1: ratio 512/√512 = √512; Hoyer = (√2048 - √512)/(√2048 - 1) = √512/(2√512 - 1)
+    r = math.sqrt(512)
+    assert s["wl_group_l1_hoyer"] == pytest.approx(r / (2 * r - 1))
+    assert s["wl_stripes_90_mean"] == 1.0 and s["wl_stripes_90_frac_1"] == 1.0
+    assert s["wl_within_group_hoyer_mean"] == pytest.approx(1.0)
+    # the picture arrays
+    cols = sorted_column_norms(model)
+    assert cols.shape == (512,) and cols[0] == pytest.approx(r) and not cols[1:].any()
+    heat = unit_stripe_norms(model)
+    assert heat.shape == (512, 4)
+    np.testing.assert_allclose(heat, np.tile([0.0, 0.0, 1.0, 0.0], (512, 1)))
