@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv test workbook clean
+.PHONY: venv test workbook clean book browser-test
 
 venv: $(STAMP)
 
@@ -15,6 +15,8 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (jlml)" >/dev/null
+# (no "get notified about official Jupyter news?" pop-up in this environment's JupyterLab)
+	$(BIN)/jupyter labextension disable --level=sys_prefix @jupyterlab/apputils-extension:announcements >/dev/null 2>&1
 	touch $(STAMP)
 
 test: venv
@@ -23,6 +25,28 @@ test: venv
 
 workbook: venv
 	$(BIN)/jlml workbook
+
+# the executed notebooks (results/executed/), tables and runs as a static site: build/book/html/index.html
+book: venv
+	$(BIN)/jlml book
+
+# JupyterLab and the built book in headless Chromium (Debian's chromium + chromium-driver; installed
+# here when root, named otherwise). The test executes the notebooks it shows and builds its own book.
+CHROMIUM     ?= /usr/bin/chromium
+CHROMEDRIVER ?= /usr/bin/chromedriver
+browser-test: venv
+	@missing=""; for f in $(CHROMIUM) $(CHROMEDRIVER); do test -x $$f || missing="$$missing $$f"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "browser-test: installing Debian's chromium and chromium-driver (missing:$$missing)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; \
+	  else \
+	    echo "browser-test: missing$$missing. Install the browser and its driver (Debian/Ubuntu:" \
+	         "sudo apt-get install chromium chromium-driver) or point CHROMIUM=... CHROMEDRIVER=... at them." >&2; \
+	    exit 1; \
+	  fi; \
+	fi
+	JLML_CHROMIUM=$(CHROMIUM) JLML_CHROMEDRIVER=$(CHROMEDRIVER) $(BIN)/python -m pytest -m browser tests/test_browser.py
 
 clean:
 	rm -rf $(VENV) results/executed .pytest_cache
