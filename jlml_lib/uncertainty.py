@@ -395,7 +395,7 @@ def t_summary(values: Sequence[float], *, level: float = 0.95) -> Summary:
         raise DataError(f"t_summary: needs at least 2 finite values (one per seed or split), got {v.tolist()}")
     m, sd = float(v.mean()), float(v.std(ddof=1))
     half = float(stats.t.ppf((1 + level) / 2, len(v) - 1)) * sd / np.sqrt(len(v))
-    return Summary(m, sd, len(v), Interval(m, m - half, m + half))
+    return Summary(m, sd, len(v), Interval(m, float(m - half), float(m + half)))
 
 
 def summarise_runs(results: Sequence[Any], *, level: float = 0.95,
