@@ -40,6 +40,19 @@ def test_pristine_copies_pass_and_the_marker_is_not_flagged(pristine):
     assert (pristine / "JLML_SYNTHETIC.json").is_file()
 
 
+def test_a_parent_folder_named_like_the_dataset(tmp_path):
+    """``viper/VIPeR``: the parent carries one of VIPeR's folder names; verify must look inside
+    it (as the loaders do) rather than report cam_a/cam_b missing from the parent."""
+    generate("viper", tmp_path / "viper", scale=0.02, seed=0)
+    rep = verify("viper", tmp_path / "viper")
+    assert rep.ok, rep.problems
+    assert rep.dataset_dir == str(tmp_path / "viper" / "VIPeR")
+    empty = tmp_path / "other" / "VIPeR"
+    empty.mkdir(parents=True)
+    rep = verify("viper", empty)
+    assert {p.path for p in rep.problems} == {str(empty / "cam_a"), str(empty / "cam_b")}
+
+
 def test_missing_folder(copy):
     shutil.rmtree(copy / M / "query")
     rep = verify("market1501", copy)

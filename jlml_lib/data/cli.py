@@ -1,8 +1,9 @@
 """``jlml data verify NAME ROOT [--quick]`` and ``jlml data generate NAME ROOT [--scale S]
-[--seed N] [--structure-only]``; ``jlml data list`` shows the dataset names."""
+[--seed N] [--structure-only] [--workers N]``; ``jlml data list`` shows the dataset names."""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 
@@ -23,6 +24,8 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--structure-only", action="store_true",
                    help="tiny images, real structure and counts (for testing verify)")
+    g.add_argument("--workers", type=int, default=1,
+                   help="processes drawing images (0: one per CPU core); same files for any number")
     sub.add_parser("list", help="dataset names")
     return ap
 
@@ -39,8 +42,9 @@ def main(argv: list[str] | None = None) -> int:
             from jlml_lib.data.synthetic import generate
 
             t = time.perf_counter()
+            workers = args.workers if args.workers > 0 else (os.cpu_count() or 1)
             path = generate(args.name, args.root, scale=args.scale, seed=args.seed,
-                            structure_only=args.structure_only)
+                            structure_only=args.structure_only, workers=workers)
             print(f"wrote synthetic {args.name} to {path} in {time.perf_counter() - t:.1f} s")
             return 0
         from jlml_lib.data.verify import verify

@@ -61,7 +61,7 @@ def _locate(name: str, root: Path, man: dict) -> Path | None:
         k for k, v in man.get("mat_files", {}).items() if v.get("required"))
     def looks(d: Path) -> bool:
         return any((d / p).exists() for p in parts)
-    if root.name in spec.folders or looks(root):
+    if looks(root):
         return root
     for f in spec.folders:
         if (root / f).is_dir():
@@ -69,7 +69,9 @@ def _locate(name: str, root: Path, man: dict) -> Path | None:
     for d in sorted(p for p in root.iterdir() if p.is_dir()):
         if looks(d):
             return d
-    return None
+    # an empty folder named like the dataset: report what it lacks. Checked last, because a
+    # parent folder may carry the dataset's name too (e.g. ``viper/VIPeR``)
+    return root if root.name in spec.folders else None
 
 
 def verify(name: str, root: str | os.PathLike, *, quick: bool = False,

@@ -44,15 +44,19 @@ def default_scale(name: str) -> float:
 
 
 def generate(name: str, root: str | os.PathLike, *, scale: float | None = None, seed: int = 0,
-             structure_only: bool = False) -> Path:
+             structure_only: bool = False, workers: int = 1) -> Path:
     """Write synthetic ``name`` under ``root``; return the path to pass to ``load_dataset``.
 
-    ``cuhk03+market1501`` writes both datasets side by side and returns ``root``.
+    ``cuhk03+market1501`` writes both datasets side by side and returns ``root``. ``workers``
+    processes draw the images (Linux; the files are the same for any number).
     """
     root = Path(root).expanduser()
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ConfigError(f"workers must be a positive integer, got {workers!r}.")
     if name == "cuhk03+market1501":
         for part in ("cuhk03", "market1501"):
-            generate(part, root, scale=scale, seed=seed, structure_only=structure_only)
+            generate(part, root, scale=scale, seed=seed, structure_only=structure_only,
+                     workers=workers)
         return root
     writers = _writers()
     if name not in writers:
@@ -65,7 +69,8 @@ def generate(name: str, root: str | os.PathLike, *, scale: float | None = None, 
 
     plan(name, scale)  # validates scale
     root.mkdir(parents=True, exist_ok=True)
-    ddir = writers[name](root, scale=float(scale), seed=seed, structure_only=structure_only)
+    ddir = writers[name](root, scale=float(scale), seed=seed, structure_only=structure_only,
+                         workers=workers)
     _mark(root, name, ddir.name, scale=float(scale), seed=seed, structure_only=structure_only)
     return ddir
 

@@ -32,12 +32,14 @@ def _fill(rng: np.random.Generator, persons: int, images: int) -> np.ndarray:
     return counts
 
 
-def write(root: Path, *, scale: float, seed: int, structure_only: bool) -> Path:
+def write(root: Path, *, scale: float, seed: int, structure_only: bool,
+          workers: int = 1) -> Path:
     p = plan("cuhk03", scale)
     rng = np.random.default_rng([seed, 3])
     persons = p["persons_per_pair"]
     total = sum(persons)
-    studio = Studio(rng, total, 10, structure_only=structure_only, down_range=(1.0, 1.8))
+    studio = Studio(rng, total, 10, structure_only=structure_only, down_range=(1.0, 1.8),
+                    workers=workers)
     offsets = np.concatenate([[0], np.cumsum(persons)[:-1]])
     # which cells hold an image: labelled counts first, detected differs by a few cells
     cells = {}
@@ -67,13 +69,16 @@ def write(root: Path, *, scale: float, seed: int, structure_only: bool) -> Path:
         sel = np.array([index[k] for k in present])
         sub = Shots(*(getattr(shots[kind], f)[sel] for f in
                       ("template", "camera", "scale", "dx", "dy", "seed")))
-        arrays = dict(zip(present, (a for _, a in studio.render(sub, sizes[sel]))))
+        # images arrive in cell order (``present`` is): each is written into the file as it
+        # is drawn, so memory stays bounded at the real 14k images per kind
+        drawn = iter(studio.render(sub, sizes[sel]))
+        is_present = set(present)
         pair_refs = []
         for pi, n in enumerate(persons):
             refs = np.empty((n, 10), dtype=object)
             for q in range(n):
                 for c in range(10):
-                    refs[q, c] = w.array(arrays.get((pi, q, c)))
+                    refs[q, c] = w.array(next(drawn)[1] if (pi, q, c) in is_present else None)
             pair_refs.append(w.cell(refs))
         w.cell(np.array(pair_refs, dtype=object).reshape(5, 1), name=kind)
         filelists[kind] = present

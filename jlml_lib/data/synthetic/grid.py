@@ -9,7 +9,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from jlml_lib.data.manifests import plan
 from jlml_lib.data.synthetic.matlab import savemat_v5
@@ -18,11 +17,13 @@ from jlml_lib.data.synthetic.render import Studio
 FOLDER = "underground_reid"
 
 
-def write(root: Path, *, scale: float, seed: int, structure_only: bool) -> Path:
+def write(root: Path, *, scale: float, seed: int, structure_only: bool,
+          workers: int = 1) -> Path:
     p = plan("grid", scale)
     n, nd = p["ids"], p["distractors"]
     rng = np.random.default_rng([seed, 250])
-    studio = Studio(rng, n + nd, 8, structure_only=structure_only, down_range=(1.5, 3.0))
+    studio = Studio(rng, n + nd, 8, structure_only=structure_only, down_range=(1.5, 3.0),
+                    workers=workers)
     probe_cam = rng.integers(0, 8, n)
     gallery_cam = (probe_cam + rng.integers(1, 8, n)) % 8
     ddir = root / FOLDER
@@ -35,10 +36,12 @@ def write(root: Path, *, scale: float, seed: int, structure_only: bool) -> Path:
         out.mkdir(parents=True, exist_ok=True)
         sizes = np.stack([rng.integers(70, 141, len(people_)), rng.integers(30, 61, len(people_))], 1)
         shots, _ = studio.shots(people_, cams, "detected")
-        for i, arr in studio.render(shots, sizes):
+        names = []
+        for i in range(len(people_)):  # box position: two draws per image, in image order
             x, y = rng.integers(0, 600), rng.integers(0, 400)
-            name = f"{pids[i]:04d}_{cams[i] + 1}_{next(frames):05d}_{x}_{y}_{sizes[i][0]}.jpeg"
-            Image.fromarray(arr).save(out / name, quality=int(studio.cams.jpeg[cams[i]]))
+            names.append(f"{pids[i]:04d}_{cams[i] + 1}_{next(frames):05d}_{x}_{y}_{sizes[i][0]}.jpeg")
+        studio.save(shots, sizes, [out / nm for nm in names],
+                    [int(studio.cams.jpeg[c]) for c in cams])
     folds = np.empty((1, p["folds"]), dtype=object)
     for k in range(p["folds"]):
         train = np.sort(rng.choice(np.arange(1, n + 1), p["train_ids"], replace=False))

@@ -35,7 +35,9 @@ def _draw(rng: np.random.Generator, cls: dict, n: int, tiny: bool) -> np.ndarray
     return (np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8)
 
 
-def write(root: Path, *, scale: float, seed: int, structure_only: bool) -> Path:
+def write(root: Path, *, scale: float, seed: int, structure_only: bool,
+          workers: int = 1) -> Path:
+    """``workers`` is accepted for a uniform signature; these small images draw in one process."""
     p = plan("imagenet", scale)
     rng = np.random.default_rng([seed, 1000])
     k = p["classes"]

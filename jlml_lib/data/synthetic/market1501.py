@@ -9,10 +9,10 @@ Detector boxes (train/test) are misaligned like DPM's; hand-drawn ones are tight
 """
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from jlml_lib.data.manifests import plan
 from jlml_lib.data.synthetic.matlab import savemat_v5
@@ -51,11 +51,12 @@ class _Namer:
         return f"{p}_c{cam + 1}s{seq}_{frame:06d}_{box:02d}.jpg"
 
 
-def write(root: Path, *, scale: float, seed: int, structure_only: bool) -> Path:
+def write(root: Path, *, scale: float, seed: int, structure_only: bool,
+          workers: int = 1) -> Path:
     p = plan("market1501", scale)
     rng = np.random.default_rng([seed, 1501])
     n_ids = p["train_ids"] + p["test_ids"]
-    studio = Studio(rng, n_ids, NUM_CAMS, structure_only=structure_only)
+    studio = Studio(rng, n_ids, NUM_CAMS, structure_only=structure_only, workers=workers)
     # pids 1..n_ids shuffled between train and test, as in the real set (interleaved ids)
     pids = np.arange(1, n_ids + 1)
     order = rng.permutation(n_ids)
@@ -114,29 +115,29 @@ def write(root: Path, *, scale: float, seed: int, structure_only: bool) -> Path:
         add("gt_bbox", q, int(rng.choice(camsets[q])), 0, "tight")
 
     ddir = root / FOLDER
-    # render: junk uses a random test person's template (a box that mostly misses them)
-    rendered: dict[str, np.ndarray] = {}
+    # render, each image written as it is drawn (bounded memory at the real 58k images): junk
+    # uses a random test person's template (a box that mostly misses them)
+    query_names = {it[0] for it in items["query"]}
     for folder in ("bounding_box_train", "bounding_box_test", "query", "gt_bbox"):
         out = ddir / folder
         out.mkdir(parents=True, exist_ok=True)
-        todo = [it for it in items[folder] if it[0] not in rendered]
-        if todo:
-            person = np.array([it[1] for it in todo])
-            person = np.where(person == -2, rng.choice(test_people, len(person)), person)
-            cams = np.array([it[2] for it in todo])
-            for crop in ("tight", "detected", "junk"):
-                sel = [i for i, it in enumerate(todo) if it[3] == crop]
-                if not sel:
-                    continue
-                shots, _ = studio.shots(person[sel], cams[sel], crop)
-                for j, arr in studio.render(shots, (128, 64)):
-                    rendered[todo[sel[j]][0]] = arr
-        for name, _, cam, _ in items[folder]:
-            q = int(studio.cams.jpeg[cam])
-            Image.fromarray(rendered[name]).save(out / name, quality=q)
-        if folder != "query":  # query images are reused verbatim by gt_bbox
-            for name, *_ in items[folder]:
-                rendered.pop(name, None)
+        reused = folder == "gt_bbox"  # gt_bbox holds the query images verbatim: copy the files
+        todo = [it for it in items[folder] if not (reused and it[0] in query_names)]
+        if reused:
+            for name in sorted(query_names):
+                shutil.copyfile(ddir / "query" / name, out / name)
+        if not todo:
+            continue
+        person = np.array([it[1] for it in todo])
+        person = np.where(person == -2, rng.choice(test_people, len(person)), person)
+        cams = np.array([it[2] for it in todo])
+        for crop in ("tight", "detected", "junk"):
+            sel = [i for i, it in enumerate(todo) if it[3] == crop]
+            if not sel:
+                continue
+            shots, _ = studio.shots(person[sel], cams[sel], crop)
+            studio.save(shots, (128, 64), [out / todo[i][0] for i in sel],
+                        [int(studio.cams.jpeg[cams[i]]) for i in sel])
     _write_gt_query(ddir, items["query"], items["bounding_box_test"])
     return ddir
 

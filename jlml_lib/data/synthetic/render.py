@@ -13,12 +13,13 @@ for the per-image resize and blur, which are C loops.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterator
+from pathlib import Path
+from typing import Iterator, Sequence
 
 import numpy as np
 from PIL import Image, ImageFilter
 
-from jlml_lib.data.synthetic import people
+from jlml_lib.data.synthetic import people, workers
 
 CANVAS = (128, 64)   # canonical H, W: Market-1501's real crop size
 TINY = (8, 4)        # structure-only images
@@ -216,9 +217,10 @@ class Studio:
 
     def __init__(self, rng: np.random.Generator, num_people: int, num_cameras: int,
                  canvas: tuple[int, int] = CANVAS, *, structure_only: bool = False,
-                 down_range: tuple[float, float] = (1.0, 2.2)):
+                 down_range: tuple[float, float] = (1.0, 2.2), workers: int = 1):
         self.canvas = canvas
         self.structure_only = structure_only
+        self.workers = workers  # processes for templates and rendering (same output for any)
         self.ident = people.sample_identities(rng, num_people)
         self.cams = make_cameras(rng, num_cameras, TINY if structure_only else canvas,
                                  down_range=down_range)
@@ -234,10 +236,10 @@ class Studio:
             rgb = np.empty((4 * n, h, w, 3), np.float32)
             alpha = np.empty((4 * n, h, w), bool)
             idx = np.arange(4 * n)
-            for s in range(0, 4 * n, 256):  # bounded memory for the intermediate masks
-                part = idx[s:s + 256]
-                r, a = people.render_templates(people.take(self.ident, part // 4), part % 4, h, w)
-                rgb[s:s + 256], alpha[s:s + 256] = r, a > 0
+            parts = workers.chunks(4 * n)  # bounded memory for the intermediate masks
+            tasks = [(people.take(self.ident, idx[sl] // 4), idx[sl] % 4, h, w) for sl in parts]
+            for sl, (r, a) in zip(parts, workers.ordered_map(_template_task, tasks, self.workers)):
+                rgb[sl], alpha[sl] = r, a
             self._rgb, self._alpha = rgb, alpha
         return self._rgb, self._alpha
 
@@ -270,4 +272,27 @@ class Studio:
             yield from enumerate(render_tiny(top, bottom))
             return
         rgb, alpha = self.templates()
-        yield from render(shots, rgb, alpha, self.cams, out_sizes)
+        if workers.effective_workers(self.workers) > 1:
+            yield from workers.render_parallel(shots, rgb, alpha, self.cams, out_sizes, self.workers)
+        else:
+            yield from render(shots, rgb, alpha, self.cams, out_sizes)
+
+    def save(self, shots: Shots, out_sizes, paths: Sequence[str | Path],
+             quality: Sequence[int] | None = None) -> None:
+        """Render every shot and write it to ``paths[i]`` (JPEG ``quality[i]``, or a format
+        without one when ``quality`` is None) as it is drawn: nothing is held in memory, and
+        with ``workers`` > 1 each worker process writes its own images."""
+        if self.structure_only or workers.effective_workers(self.workers) <= 1:
+            for i, arr in self.render(shots, out_sizes):
+                workers.save_image(arr, paths[i], None if quality is None else quality[i])
+            return
+        rgb, alpha = self.templates()
+        for _ in workers.render_parallel(shots, rgb, alpha, self.cams, out_sizes, self.workers,
+                                         paths=paths, quality=quality):
+            pass
+
+
+def _template_task(task: tuple) -> tuple[np.ndarray, np.ndarray]:
+    ident, views, h, w = task
+    rgb, alpha = people.render_templates(ident, views, h, w)
+    return rgb, alpha > 0

@@ -7,7 +7,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from jlml_lib.data.manifests import plan
 from jlml_lib.data.synthetic.people import VIEW_ANGLE
@@ -16,11 +15,13 @@ from jlml_lib.data.synthetic.render import Studio
 FOLDER = "VIPeR"
 
 
-def write(root: Path, *, scale: float, seed: int, structure_only: bool) -> Path:
+def write(root: Path, *, scale: float, seed: int, structure_only: bool,
+          workers: int = 1) -> Path:
     p = plan("viper", scale)
     n = p["persons"]
     rng = np.random.default_rng([seed, 632])
-    studio = Studio(rng, n, 2, canvas=(128, 48), structure_only=structure_only)
+    studio = Studio(rng, n, 2, canvas=(128, 48), structure_only=structure_only,
+                    workers=workers)
     studio.cams.views[0] = [0.45, 0.45, 0.05, 0.05]
     studio.cams.views[1] = [0.05, 0.05, 0.45, 0.45]
     numbers = np.sort(rng.choice(max(1000, n), n, replace=False))
@@ -29,6 +30,6 @@ def write(root: Path, *, scale: float, seed: int, structure_only: bool) -> Path:
         out = ddir / folder
         out.mkdir(parents=True, exist_ok=True)
         shots, views = studio.shots(np.arange(n), np.full(n, cam), "tight")
-        for i, arr in studio.render(shots, (128, 48)):
-            Image.fromarray(arr).save(out / f"{numbers[i]:03d}_{VIEW_ANGLE[int(views[i])]}.bmp")
+        studio.save(shots, (128, 48), [out / f"{numbers[i]:03d}_{VIEW_ANGLE[int(views[i])]}.bmp"
+                                       for i in range(n)])
     return ddir
