@@ -19,7 +19,11 @@ from jlml_lib.data.images import cuhk03_ref, parse_cuhk03_ref
 from jlml_lib.errors import ConfigError
 
 
-@register("cuhk03+market1501", folders=(), signature=(), default_scale=0.1)
+COMBINED = "cuhk03+market1501"
+COMBINED_PARTS = ("cuhk03", "market1501")
+
+
+@register(COMBINED, folders=(), signature=(), default_scale=0.1)
 def load(root: str | os.PathLike | None = None, *, cuhk03_images: str = "both",
          whole: bool = True, cuhk03_root: str | os.PathLike | None = None,
          market1501_root: str | os.PathLike | None = None) -> ReidDataset:
@@ -61,5 +65,8 @@ def load(root: str | os.PathLike | None = None, *, cuhk03_images: str = "both",
         extras={"cuhk03_ids": n_cuhk, "market1501_ids": len(pid_map) - n_cuhk,
                 "cuhk03_images": cuhk03_images, "whole": whole,
                 "cuhk03_root": str(cdir), "market1501_root": str(mdir),
-                "sources": sorted(sources)})
+                "sources": sorted(sources),
+                "components": [{"dataset": "cuhk03", "source": source_of("cuhk03", cdir), "root": str(cdir)},
+                               {"dataset": "market1501", "source": source_of("market1501", mdir),
+                                "root": str(mdir)}]})
 

@@ -68,6 +68,7 @@ class TrainConfig:
     synthetic_seed: int = 0
     profile: str = "paper"
     init: str | None = None               # checkpoint whose backbone starts this run (--init)
+    allow_mixed_sources: bool = False     # a run on real AND synthetic datasets at once (else an error)
 
     # -- Table 4
     iterations: int = 50_000

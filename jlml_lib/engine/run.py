@@ -18,6 +18,7 @@ from torch import nn
 
 from jlml_lib import protocols
 from jlml_lib.data import ReidDataset, load_dataset, resolve_root
+from jlml_lib.data.combined import COMBINED, COMBINED_PARTS
 from jlml_lib.engine.checkpoint import load_checkpoint, load_init_weights, save_final
 from jlml_lib.engine.config import RESUME_MAY_CHANGE, TrainConfig
 from jlml_lib.engine.distributed import DistInfo, barrier, distributed_group
@@ -42,22 +43,85 @@ def dataset_options(cfg: TrainConfig) -> dict[str, Any]:
     return opts
 
 
+def _component_roots(cfg: TrainConfig) -> dict[str, str | None]:
+    """The union's own per-dataset roots (``data.cuhk03_root=``, ``data.market1501_root=``)."""
+    if cfg.dataset != COMBINED:
+        return {}
+    return {part: cfg.data_options.get(f"{part}_root") or None for part in COMBINED_PARTS}
+
+
+def _root_to_resolve(cfg: TrainConfig) -> bool:
+    """Whether the run needs ``resolve_root`` (its own root, or a generated synthetic copy).
+
+    The CUHK03+Market-1501 stage given both component roots loads them directly: resolving its
+    absent ``data_root`` would generate a synthetic union, and the run would be recorded as
+    synthetic although it trains on the user's data. Given one root only, the other would
+    silently come from a synthetic copy: refused unless ``allow_mixed_sources``.
+    """
+    roots = _component_roots(cfg)
+    if not roots or cfg.data_root:
+        return True
+    given = [k for k, v in roots.items() if v]
+    if len(given) == len(roots):
+        return False
+    if given and not cfg.allow_mixed_sources:
+        missing = [k for k in roots if not roots[k]]
+        raise ConfigError(f"{COMBINED}: a root was given for {', '.join(given)} but not for {', '.join(missing)}, "
+                          f"which would come from a SYNTHETIC copy. Give data.{missing[0]}_root=PATH too "
+                          "(jlml workbook --data-root NAME=PATH), or allow_mixed_sources=true to mix on purpose.")
+    return True
+
+
+def components(ds: ReidDataset) -> list[dict[str, str]]:
+    """Source and root of each dataset a run trains on (one, or the union's two)."""
+    return list(ds.extras.get("components") or [{"dataset": ds.name, "source": ds.source, "root": str(ds.root)}])
+
+
+def check_sources(cfg: TrainConfig, parts: list[dict[str, str]]) -> str:
+    """The run's source: "real" or "synthetic"; a mix is an error unless ``allow_mixed_sources``."""
+    sources = {p["source"] for p in parts}
+    if len(sources) == 1:
+        return sources.pop()
+    if not cfg.allow_mixed_sources:
+        raise ConfigError(f"{cfg.dataset}: the run would mix real and synthetic data: "
+                          + "; ".join(f"{p['dataset']} is {p['source']} ({p['root']})" for p in parts)
+                          + ". Give a real root for each (data.NAME_root=PATH), or allow_mixed_sources=true.")
+    return "mixed"
+
+
 def load_data(cfg: TrainConfig, info: DistInfo) -> tuple[ReidDataset, str]:
-    """The ReidDataset of the run and its source; rank 0 generates a synthetic copy first if needed."""
+    """The ReidDataset of the run and its source ("real", "synthetic", or "mixed" when allowed);
+    rank 0 generates a synthetic copy first if needed. The source is read from the loaded
+    datasets themselves (their synthetic markers), never assumed."""
+    root: Path | None = None
+    if _root_to_resolve(cfg):
+        def resolve():
+            return resolve_root(cfg.dataset, cfg.data_root, scale=cfg.synthetic_scale, seed=cfg.synthetic_seed)[0]
 
-    def resolve():
-        return resolve_root(cfg.dataset, cfg.data_root, scale=cfg.synthetic_scale, seed=cfg.synthetic_seed)
-
-    if info.is_main:
-        root, source = resolve()
-    barrier(info)
-    if not info.is_main:
-        root, source = resolve()  # now cached: a read, not a second generation
+        if info.is_main:
+            root = resolve()
+        barrier(info)
+        if not info.is_main:
+            root = resolve()  # now cached: a read, not a second generation
     ds = load_dataset(cfg.dataset, root, **dataset_options(cfg))
+    source = check_sources(cfg, components(ds))
     if len(ds.train) < cfg.batch_size:
-        raise DataError(f"{cfg.dataset} ({root}): {len(ds.train)} training images, fewer than one "
+        raise DataError(f"{cfg.dataset} ({ds.root}): {len(ds.train)} training images, fewer than one "
                         f"batch ({cfg.batch_size}); use a larger synthetic_scale or batch_size=...")
     return ds, source
+
+
+def _announce_source(cfg: TrainConfig, ds: ReidDataset, source: str) -> None:
+    if source == "real":
+        return
+    if source == "mixed":
+        what = "MIXED real and synthetic data (allow_mixed_sources=true): " + "; ".join(
+            f"{p['dataset']} {p['source']}" for p in components(ds))
+    elif cfg.data_root or not _root_to_resolve(cfg):
+        what = f"the data given is a SYNTHETIC copy of {cfg.dataset} ({ds.root}, generated by jlml)"
+    else:
+        what = f"no --data-root: training on SYNTHETIC {cfg.dataset} ({ds.root})"
+    print(f"jlml train: {what}; results are labelled {source}.", file=sys.stderr)
 
 
 def _device_kind(cfg: TrainConfig) -> str:
@@ -116,10 +180,9 @@ def _run(cfg: TrainConfig, run: RunDir, *, resume: bool, info: DistInfo,
     ds, source = load_data(cfg, info)
     if info.is_main:
         run.path.mkdir(parents=True, exist_ok=True)
-        write_json(run.config, {**cfg.to_dict(), "source": source})
-        if source == "synthetic":
-            print(f"jlml train: no --data-root: training on SYNTHETIC {cfg.dataset} ({ds.root}); "
-                  "results are labelled synthetic.", file=sys.stderr)
+        write_json(run.config, {**cfg.to_dict(), "source": source, "components": components(ds),
+                                "init_source": _init_source(cfg.init)})
+        _announce_source(cfg, ds, source)
     barrier(info)
 
     init_info: dict[str, Any] = {}
@@ -127,7 +190,8 @@ def _run(cfg: TrainConfig, run: RunDir, *, resume: bool, info: DistInfo,
     def init(model: nn.Module) -> None:
         init_info.update(load_init_weights(model, cfg.init))
 
-    data_info = {"dataset": cfg.dataset, "source": source, "split": ds.split, "num_train_pids": ds.num_train_pids}
+    data_info = {"dataset": cfg.dataset, "source": source, "split": ds.split, "num_train_pids": ds.num_train_pids,
+                 "components": components(ds)}
     try:
         result = fit(cfg, ds.train, ds.num_train_pids, run.path, info=info, resume=resume,
                      init=init if cfg.init else None, data_info=data_info, on_iteration=on_iteration)
@@ -151,7 +215,7 @@ def _finish(cfg: TrainConfig, run: RunDir, ds: ReidDataset, source: str, result:
         "dataset": cfg.dataset, "source": source, "split": ds.split, "protocol": ds.protocol,
         "profile": cfg.profile, "iterations": result.iteration, "train_wall_time_s": result.wall_time_s,
         "images_per_s": result.images_per_s, "last_log": result.last_log, "device": device,
-        "world_size": info.world_size, "init": init_path, "resumed": resumed}
+        "world_size": info.world_size, "init": init_path, "resumed": resumed, "components": components(ds)}
     metrics = {}
     if cfg.evaluate and ds.query and ds.gallery:
         metrics = evaluate_run(cfg, result.model, ds, resolve_device(cfg, info))
@@ -161,15 +225,34 @@ def _finish(cfg: TrainConfig, run: RunDir, ds: ReidDataset, source: str, result:
     wall = time.perf_counter() - t_start
     summary["wall_time_s"] = wall
     dirs = record_dirs(run.path, list(metrics))
+    record_source = _record_source(source)
     for kind, m in metrics.items():
         for d in dirs[kind]:
-            write_record(cfg, d, metrics=m, feature=kind, protocol=ds.protocol, source=source, wall=wall,
+            write_record(cfg, d, metrics=m, feature=kind, protocol=ds.protocol, source=record_source, wall=wall,
                          device=device,
                          extra={"split": ds.split, "num_splits": ds.num_splits, "iterations": result.iteration,
-                                "init": init_path, "eval_normalize": cfg.eval_normalize})
+                                "init": init_path, "init_source": _init_source(init_path),
+                                "components": components(ds), "mixed_sources": source == "mixed",
+                                "eval_normalize": cfg.eval_normalize})
     summary["metrics"] = metrics
     write_json(run.summary, summary)
     return summary
+
+
+def _record_source(source: str) -> str:
+    """A mix (allowed with allow_mixed_sources) is never presented as real: recorded as synthetic,
+    with ``extra.mixed_sources`` and each component's source beside it."""
+    return "synthetic" if source == "mixed" else source
+
+
+def _init_source(init: str | None) -> str | None:
+    """The data source the ``--init`` checkpoint was trained on (recorded, never refused)."""
+    if not init:
+        return None
+    try:
+        return load_checkpoint(init).get("data", {}).get("source", "unknown")
+    except ConfigError:
+        return "unknown"  # a bare state_dict (--init accepts one) says nothing about its data
 
 
 # ---------------------------------------------------------------- one run per split
@@ -204,7 +287,7 @@ def _write_aggregate(cfg: TrainConfig, run: RunDir, summaries: list[dict], split
         agg = protocols.aggregate([s["metrics"][kind] for s in summaries])
         for d in dirs[kind]:
             write_record(cfg, d, metrics=agg, feature=kind, protocol=summaries[0]["protocol"],
-                         source=summaries[0]["source"], wall=wall, device=summaries[0]["device"],
+                         source=_record_source(summaries[0]["source"]), wall=wall, device=summaries[0]["device"],
                          extra={"splits": splits, "aggregated_over": len(splits)})
         out[kind] = agg
     return out
