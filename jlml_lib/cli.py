@@ -1,6 +1,7 @@
 """The `jlml` console script: one entry point, one subcommand per job.
 
-Each subcommand lives in the module that owns the job and exposes ``main(argv) -> int``;
+Each subcommand lives in the module that owns the job and exposes ``main(argv) -> int`` (or the
+function named after a colon, ``module:function``);
 modules are imported lazily so ``jlml --help`` stays fast and a broken optional part cannot
 stop the others from running.
 """
@@ -9,13 +10,14 @@ from __future__ import annotations
 import importlib
 import sys
 
-# subcommand -> (module, one-line help)
+# subcommand -> (module or module:function, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "data": ("jlml_lib.data.cli", "verify a dataset copy against its manifest, or generate a synthetic one"),
-    "train": ("jlml_lib.engine.cli", "train / fine-tune JLML (same as python -m jlml_lib.train)"),
-    "complexity": ("jlml_lib.complexity", "print parameters, FLOPs and output sizes (Tables 1 and 13)"),
-    "tables": ("jlml_lib.results.tables", "regenerate results/tables/ from the runs' metrics.json"),
-    "workbook": ("jlml_lib.workbook", "run the notebooks in order with papermill"),
+    "train": ("jlml_lib.train", "train / fine-tune JLML (same as python -m jlml_lib.train)"),
+    "complexity": ("jlml_lib.results.cli:complexity", "print parameters, FLOPs and output sizes (Tables 1 and 13)"),
+    "tables": ("jlml_lib.results.cli:tables", "regenerate results/tables/ from the runs' metrics.json"),
+    "workbook": ("jlml_lib.workbook.runner", "run the notebooks in order with papermill"),
+    "book": ("jlml_lib.book", "the executed notebooks, tables and runs as a static HTML site (build/book/html)"),
 }
 
 
@@ -35,8 +37,8 @@ def main(argv: list[str] | None = None) -> int:
     if name not in COMMANDS:
         print(f"jlml: unknown command {name!r}.\n\n{_usage()}", file=sys.stderr)
         return 2
-    module = importlib.import_module(COMMANDS[name][0])
-    return int(module.main(rest) or 0)
+    module, _, function = COMMANDS[name][0].partition(":")
+    return int(getattr(importlib.import_module(module), function or "main")(rest) or 0)
 
 
 if __name__ == "__main__":

@@ -6,10 +6,16 @@ scripts call (``run``, ``run_splits``, ``main``).
 """
 from __future__ import annotations
 
+import os
 import sys
 
-from jlml_lib.engine.cli import build_parser, main
-from jlml_lib.engine.run import run, run_splits
+# Threads that wait for work sleep instead of spinning (GNU OpenMP, read when torch loads it, so
+# before the engine's import): two CPU runs sharing the cores otherwise slow each other ~10x, not
+# 2x (benchmarks/NOTES-threads.md). An explicit OMP_WAIT_POLICY in the environment wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+from jlml_lib.engine.cli import build_parser, main  # noqa: E402  (after the wait policy)
+from jlml_lib.engine.run import run, run_splits  # noqa: E402
 
 __all__ = ["run", "run_splits", "main", "build_parser"]
 

@@ -104,6 +104,7 @@ class TrainConfig:
                                           # the whole batch of 32, as on the paper's single GPU); CUDA only
     freeze_bn: bool = False               # BN layers in eval mode (running statistics; affine params still train)
     workers: int = 4
+    threads: int = 0                      # CPU compute threads per process; 0 = auto (cores / local DDP processes)
     seed: int = 0
     deterministic: bool = True            # torch.use_deterministic_algorithms on CPU
 
@@ -153,6 +154,8 @@ class TrainConfig:
         for key in positive:
             if getattr(self, key) < 1:
                 raise ConfigError(f"{key}={getattr(self, key)!r}: must be a positive integer.")
+        if self.threads < 0:
+            raise ConfigError(f"threads={self.threads}: must be >= 0 (0 = one share of the cores per process).")
         if self.workers < 0 or self.lr <= 0 or self.weight_decay < 0:
             raise ConfigError("workers and weight_decay must be >= 0 and lr > 0 "
                               f"(got workers={self.workers}, weight_decay={self.weight_decay}, lr={self.lr}).")
@@ -289,6 +292,6 @@ def config_from_dict(d: Mapping[str, Any]) -> TrainConfig:
 
 # Settings a resumed run may change: they do not alter the trained weights.
 RESUME_MAY_CHANGE = frozenset({
-    "iterations", "workers", "log_every", "ckpt_every", "progress", "evaluate", "eval_features",
+    "iterations", "workers", "threads", "log_every", "ckpt_every", "progress", "evaluate", "eval_features",
     "eval_normalize", "eval_flip", "eval_batch_size", "ap", "data_root", "device",
 })

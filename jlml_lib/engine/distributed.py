@@ -24,7 +24,7 @@ import torch.distributed as dist
 
 from jlml_lib.errors import ConfigError
 
-__all__ = ["DistInfo", "init_distributed", "distributed_group", "cleanup", "barrier", "all_reduce_sum",
+__all__ = ["DistInfo", "init_distributed", "distributed_group", "cpu_threads", "cleanup", "barrier", "all_reduce_sum",
            "free_port"]
 
 
@@ -74,6 +74,17 @@ def distributed_group(device_kind: str) -> Iterator[DistInfo]:
         yield info
     finally:
         cleanup(info)
+
+
+def cpu_threads(requested: int, info: DistInfo) -> int:
+    """Compute threads for one CPU process: ``requested``, or (0) the cores shared by the processes
+    this launcher started on the machine (``LOCAL_WORLD_SIZE`` under torchrun). Each process
+    otherwise starts one thread per core, and N processes' spinning threads fight over the same
+    cores (benchmarks/NOTES-threads.md)."""
+    if requested > 0:
+        return requested
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", info.world_size if info.distributed else 1))
+    return max(1, (os.cpu_count() or 1) // max(1, local))
 
 
 def cleanup(info: DistInfo) -> None:

@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 
 from jlml_lib.engine.checkpoint import load_checkpoint, save_checkpoint, set_rng_state
 from jlml_lib.engine.config import TrainConfig
-from jlml_lib.engine.distributed import DistInfo, all_reduce_sum
+from jlml_lib.engine.distributed import DistInfo, all_reduce_sum, cpu_threads
 from jlml_lib.engine.sampler import apply_flip, build_train_loader, flip_mask
 from jlml_lib.errors import ConfigError
 from jlml_lib.io import write_text
@@ -119,6 +119,8 @@ def setup(cfg: TrainConfig, num_classes: int, run: RunDir, info: DistInfo, *, re
           init: Callable[[nn.Module], Any] | None) -> Training:
     """Model (fresh, ``init``-ialised, or resumed), SyncBatchNorm/DDP wrapping, optimizer, AMP, loss."""
     device = resolve_device(cfg, info)
+    if device.type == "cpu":
+        torch.set_num_threads(cpu_threads(cfg.threads, info))
     torch.manual_seed(cfg.seed)  # same initial weights on every rank (DDP also broadcasts rank 0's)
     if device.type == "cpu" and cfg.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
