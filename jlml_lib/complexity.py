@@ -12,21 +12,23 @@ Counting conventions (stated because the paper mixes them):
 
 Table 13's AlexNet, VGG16, ResNet50 and GoogLeNet "FLOPs" are multiply-accumulate counts; its
 JLML value (1.54×10⁹) matches 2×MACs (we measure 1.58×10⁹ FLOPs = 0.79×10⁹ MACs). See
-notebooks/02_model.ipynb for the full discussion.
+notebooks/02_model.ipynb for the full discussion. The paper's Tables 1 and 13 beside these
+counts are :mod:`jlml_lib.results.complexity_tables`; the command line ``jlml complexity`` is
+:mod:`jlml_lib.results.cli`; the bar chart is :func:`jlml_lib.results.plots.plot_table13`.
 """
 from __future__ import annotations
 
-import argparse
 from dataclasses import dataclass
 
 import torch
+import torchvision
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from .model import JLML, jlml_resnet39
+from jlml_lib.model import JLML, jlml_resnet39
 
 __all__ = ["count_parameters", "count_macs", "layer_output_sizes", "ModelCost", "measure", "torchvision_cost",
-           "TABLE13_MODELS", "table13_measured", "main"]
+           "TABLE13_MODELS", "table13_measured", "CONVENTION"]
 
 # Table 13's reference CNNs, built from torchvision's definitions (random weights: nothing downloaded).
 TABLE13_MODELS = ("alexnet", "vgg16", "resnet50", "googlenet")
@@ -124,8 +126,6 @@ _TORCHVISION_DEPTH = {"alexnet": 8, "vgg16": 16, "resnet50": 50, "googlenet": 22
 
 
 def torchvision_cost(name: str, input_size: tuple[int, int] = (224, 224)) -> ModelCost:
-    import torchvision
-
     kwargs = {"aux_logits": False, "init_weights": False} if name == "googlenet" else {}
     model = getattr(torchvision.models, name)(weights=None, **kwargs)
     return ModelCost(name, count_parameters(model), count_macs(model, input_size), _TORCHVISION_DEPTH[name], 1)
@@ -136,114 +136,7 @@ def table13_measured(input_size: tuple[int, int] = (224, 224)) -> list[ModelCost
     return [torchvision_cost(n, input_size) for n in TABLE13_MODELS] + [measure(input_size=input_size)]
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="jlml complexity", description=__doc__.split("\n")[0])
-    parser.add_argument("--size", type=int, nargs=2, default=(224, 224), metavar=("H", "W"))
-    args = parser.parse_args(argv)
-    size = tuple(args.size)
-    print(f"Table 1 output sizes at {size[0]}×{size[1]} (H×W):")
-    for key, (h, w) in layer_output_sizes(jlml_resnet39(1000), size).items():
-        print(f"  {key:<12} {h}×{w}")
-    print("\nTable 13 (parameters without the final classifier; MACs and FLOPs = 2×MACs):")
-    print(f"  {'model':<14} {'params (M)':>10} {'MACs':>10} {'FLOPs':>10} {'depth':>5} {'streams':>7}")
-    for c in table13_measured(size):
-        print(f"  {c.name:<14} {c.params / 1e6:>10.2f} {c.macs:>10.3g} {c.flops:>10.3g} {c.depth:>5} {c.streams:>7}")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
-
-
-# -- the paper's tables beside ours (used by notebooks/02_model.ipynb) ---------------------------------
-def table1(model: JLML | None = None, input_size: tuple[int, int] = (224, 224)):
-    """Table 1 (results/paper/table1.csv) with the output sizes measured on our model."""
-    import pandas as pd
-
-    from .results.paper import paper_dir
-
-    paper = pd.read_csv(paper_dir() / "table1.csv")
-    sizes = layer_output_sizes(model if model is not None else jlml_resnet39(1000), input_size)
-    prefix = {"shared": "", "global": "G: ", "local": "L: "}
-
-    def measured(row) -> str:
-        hw = (1, 1) if row.layer == "fc" else sizes.get(f"{prefix[row.branch]}{row.layer}")
-        return "" if hw is None else f"{hw[0]}×{hw[1]}"
-
-    def printed(row) -> str:
-        return "" if pd.isna(row.output_h) else f"{int(row.output_h)}×{int(row.output_w)}"
-
-    out = pd.DataFrame({
-        "layer": paper.layer, "branch": paper.branch, "kernel / widths": paper.kernel_widths,
-        "blocks": paper.blocks,
-        "paper output": paper.apply(printed, axis=1),
-        "measured output": paper.apply(measured, axis=1),
-    })
-    # Table 1 prints no size on the pooling row (it is implied by conv2_x): nothing to compare there
-    out["match"] = [(p == m) if p else None for p, m in zip(out["paper output"], out["measured output"])]
-    return out
-
-
-def table13(input_size: tuple[int, int] = (224, 224)):
-    """Table 13: the paper's row beside ours for every model, with our MACs and FLOPs (= 2×MACs)."""
-    import pandas as pd
-
-    from .results.paper import load_paper_table
-
-    paper = load_paper_table(13).set_index("model_key")
-    rows = []
-    for cost in table13_measured(input_size):
-        p = paper.loc[cost.key]
-        rows.append({
-            "model": p["model"],
-            "paper FLOPs": float(p["flops"]), "our MACs": cost.macs, "our FLOPs (2×MACs)": cost.flops,
-            "paper params (M)": float(p["params_million"]), "our params (M)": round(cost.params / 1e6, 2),
-            "paper depth": int(p["depth"]), "our depth": cost.depth,
-            "streams": cost.streams,
-        })
-    return pd.DataFrame(rows)
-
-
+#: the counting convention, as a Table 13 record states it (``extra.convention``)
 CONVENTION = ("flops = multiply-accumulates (MACs) of conv and linear layers at 224x224, counted by "
               "torch.utils.flop_counter (its 2-per-MAC count halved); flops_2mac = 2 x MACs; params "
               "exclude the final classifier(s)")
-
-
-def write_complexity_record(out_dir, input_size: tuple[int, int] = (224, 224)):
-    """Measure every Table 13 row and write it as a ``complexity`` metrics.json (for `jlml tables`)."""
-    import time
-
-    from .results.records import write_complexity
-
-    start = time.perf_counter()
-    costs = table13_measured(input_size)
-    models = {c.key: {"flops": c.macs, "flops_2mac": c.flops, "params": c.params, "depth": c.depth, "streams": c.streams}
-              for c in costs}
-    return write_complexity(out_dir, models=models, convention=CONVENTION,
-                            config={"input_size": list(input_size)}, wall_time_s=time.perf_counter() - start)
-
-
-def plot_table13(frame, path=None):
-    """Bar chart of Table 13: the paper's FLOPs beside our MACs and 2×MACs, and the parameters."""
-    import matplotlib.pyplot as plt
-    import seaborn as sns
-
-    cost = frame.melt(id_vars="model", value_vars=["paper FLOPs", "our MACs", "our FLOPs (2×MACs)"],
-                      var_name="count", value_name="operations")
-    size = frame.melt(id_vars="model", value_vars=["paper params (M)", "our params (M)"],
-                      var_name="count", value_name="millions")
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4))
-    sns.barplot(data=cost, x="model", y="operations", hue="count", ax=axes[0])
-    axes[0].set_yscale("log")
-    axes[0].set_title("Table 13: operations per 224×224 image (log scale)")
-    sns.barplot(data=size, x="model", y="millions", hue="count", ax=axes[1])
-    axes[1].set_title("Table 13: parameters (final classifier excluded)")
-    for ax in axes:
-        ax.tick_params(axis="x", rotation=20)
-    fig.tight_layout()
-    if path is not None:
-        from .io import atomic_open
-
-        with atomic_open(path, "wb") as fh:
-            fig.savefig(fh, format="png", dpi=110)
-    return fig

@@ -27,6 +27,12 @@ RUNS = "runs"
 REID_PRETRAINING_STAGE = "runs/cuhk03+market1501"
 #: the ImageNet pre-training run of 03, whose final checkpoint starts 04-08
 IMAGENET_STAGE = "runs/03_imagenet_pretraining"
+#: the workbook's notebooks, their executed copies (`jlml workbook`), the paper's transcribed
+#: tables and the regenerated paper-vs-ours tables (`jlml tables`), relative to the root
+NOTEBOOKS = "notebooks"
+EXECUTED = "results/executed"
+PAPER = "results/paper"
+TABLES = "results/tables"
 
 CONFIG = "config.json"
 LOG = "log.jsonl"

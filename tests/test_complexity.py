@@ -34,3 +34,12 @@ def test_resnet50_matches_torchvision_published_figures():
     cost = torchvision_cost("resnet50")
     assert cost.params == 25_557_032 - (2048 * 1000 + 1000)
     assert cost.macs == pytest.approx(4.09e9, rel=0.01)
+
+
+def test_table1_beside_the_paper():
+    from jlml_lib.results.complexity_tables import table1
+
+    t1 = table1(jlml_resnet39(10))
+    assert t1["match"].dropna().all() and t1["match"].notna().sum() >= 10
+    conv1 = t1.set_index(["layer", "branch"]).loc[("conv1", "shared")]
+    assert conv1["paper output"] == conv1["measured output"] == "112×112"

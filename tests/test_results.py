@@ -23,7 +23,8 @@ from jlml_lib.results import paper as paper_mod
 from jlml_lib.results.paper import PAPER_TABLES, load_paper_table, paper_jlml
 from jlml_lib.results.records import (REQUIRED_KEYS, git_state, read_metrics, write_complexity,
                                       write_dataset_stats, write_metrics)
-from jlml_lib.results.tables import build_tables, main as tables_main, table_cells
+from jlml_lib.results.cli import tables as tables_main
+from jlml_lib.results.tables import build_tables, table_cells, table_frames
 
 PAPER_MD = Path(__file__).resolve().parents[2] / "shared" / "paper" / "jlml-ijcai2017.md"
 MARKET = ("SQ_R1", "SQ_mAP", "MQ_R1", "MQ_mAP")
@@ -354,23 +355,24 @@ def test_build_tables_writes_every_table(built):
 def test_build_tables_values_and_deltas(built):
     out, _ = built
     c = _csv_cell(out, 6, "JLML", "SQ_R1")
-    assert c["ours"] == pytest.approx(50.0) and c["delta"] == pytest.approx(50.0 - 85.1)
+    assert c["ours"] == pytest.approx(50.0) and pd.isna(c["delta"])  # synthetic: no Δ (design §8)
     assert c["source"].startswith("synthetic · run ") and "profile smoke · cpu" in c["source"]
     c = _csv_cell(out, 6, "JLML", "MQ_mAP")
-    assert c["ours"] == pytest.approx(37.5) and c["delta"] == pytest.approx(37.5 - 74.5)
+    assert c["ours"] == pytest.approx(37.5) and pd.isna(c["delta"])
     # the default market run also fills the full-model rows of the ablations
     for n, row in ((9, "JLML (joint)"), (10, "MultiLoss / Full"), (11, "With Shared Feature"),
                    (12, "With SFL")):
         assert _csv_cell(out, n, row, "SQ_R1")["ours"] == pytest.approx(50.0), n
     g = _csv_cell(out, 9, "JLML (Global)", "SQ_mAP")
-    assert g["ours"] == pytest.approx(12.5) and g["delta"] == pytest.approx(12.5 - 56.0)
+    assert g["ours"] == pytest.approx(12.5) and pd.isna(g["delta"])
     assert _csv_cell(out, 10, "MultiLoss / Global Feature", "SQ_R1")["ours"] == pytest.approx(25.0)
-    assert _csv_cell(out, 10, "UniLoss / Local Feature", "SQ_R1")["delta"] == pytest.approx(50.0 - 46.3)
+    assert _csv_cell(out, 10, "UniLoss / Local Feature", "SQ_R1")["ours"] == pytest.approx(50.0)
     ns = _csv_cell(out, 11, "Without Shared Feature", "MQ_R1")
     assert ns["ours"] == pytest.approx(62.5) and ns["source"].startswith("real · ")
+    assert ns["delta"] == pytest.approx(62.5 - 88.3)  # real data: Δ = ours − paper
     assert "profile paper · cuda x4 (DDP)" in ns["source"]
     # CUHK03: classic labelled fills Table 5; a "new"-protocol detected run must not
-    assert _csv_cell(out, 5, "JLML (labelled)", "R20")["delta"] == pytest.approx(100.0 - 99.8)
+    assert _csv_cell(out, 5, "JLML (labelled)", "R20")["ours"] == pytest.approx(100.0)
     assert _csv_cell(out, 5, "JLML (labelled)", "R1")["ours"] == pytest.approx(75.0)
     det = _csv_cell(out, 5, "JLML (detected)", "R1")
     assert pd.isna(det["ours"]) and det["source"] == "no run"
@@ -394,7 +396,9 @@ def test_build_tables_markdown_labels(built):
     out, _ = built
     md6 = (out / "table6.md").read_text()
     row = _md_row(md6, "JLML", "SQ_R1")
-    assert row[2:5] == ["85.1", "50.0", "-35.1"] and row[5].startswith("synthetic")
+    assert row[2:5] == ["85.1", "50.0", ""] and row[5].startswith("synthetic")  # no Δ for synthetic
+    assert _md_row((out / "table11.md").read_text(), "Without Shared Feature", "MQ_R1")[2:5] == \
+        ["88.3", "62.5", "-25.8"]
     assert "| paper | ours | Δ | source |" in md6
     md5 = (out / "table5.md").read_text()
     assert _md_row(md5, "JLML (detected)", "R1")[3] == "no run"
@@ -439,7 +443,7 @@ def test_cli_main(tmp_path, capsys):
 def test_delta_is_ours_minus_paper_in_percent(tmp_path_factory, values):
     root = tmp_path_factory.mktemp("prop")
     write_metrics(root / "runs" / "v", **_eval_kwargs(
-        dataset="viper", metrics=dict(zip(("rank1", "rank5", "rank10", "rank20"), values))))
+        dataset="viper", source="real", metrics=dict(zip(("rank1", "rank5", "rank10", "rank20"), values))))
     build_tables(root / "runs", root / "out")
     paper = paper_jlml(7)
     for col, v in zip(("R1", "R5", "R10", "R20"), values):
@@ -528,3 +532,44 @@ def test_table4_matches_the_paper_text():
         blr, policy, gamma, step_k, mot, it_k, bs = m.groups()
         assert t4.loc[stage].tolist() == [t4.loc[stage, "stage_key"], float(blr), policy, float(gamma),
                                           int(step_k) * 1000, float(mot), int(it_k) * 1000, int(bs)]
+
+
+# ============================================================ reading runs
+def test_run_folder_reading(tmp_path):
+    from jlml_lib.results import runs
+
+    run = tmp_path / "run"
+    for k, r1 in enumerate((0.25, 0.5)):  # a two-split run: split-00, split-01 and their aggregate
+        write_metrics(run / f"split-{k:02d}", **_eval_kwargs(
+            dataset="viper", metrics={"rank1": r1, "cmc": [r1, 1.0]}))
+        write_metrics(run / f"split-{k:02d}" / "eval-global", **_eval_kwargs(
+            dataset="viper", metrics={"rank1": r1 / 2, "cmc": [r1 / 2, 1.0]}, variant={"feature": "global"}))
+    write_metrics(run, **_eval_kwargs(dataset="viper", metrics={"rank1": 0.375}, extra={"aggregated_over": 2}))
+    assert runs.read_record(run)["metrics"]["rank1"] == 0.375
+    assert runs.read_record(run, "joint") == runs.read_record(run)
+    assert runs.read_record(run / "split-01", "global")["variant"]["feature"] == "global"
+    assert runs.split_curves(run) == {"split-00": [0.25, 1.0], "split-01": [0.5, 1.0]}
+    assert runs.split_curves(run, "global") == {"split-00": [0.125, 1.0], "split-01": [0.25, 1.0]}
+    assert runs.split_curves(run / "split-00") == {}
+    assert len(runs.records_under(run / "split-00", run / "split-01")) == 4
+    # every stored CMC, labelled with dataset, query type, feature and source
+    curves = runs.cmc_curves(tmp_path)
+    assert len(curves) == 4 and all(label.startswith("viper ") and "(synthetic, " in label for label in curves)
+    assert sorted(v[0] for v in curves.values()) == [0.125, 0.25, 0.25, 0.5]
+    # log and summary: empty before the run wrote them
+    assert runs.read_log(run).empty and runs.read_summary(run) == {}
+    (run / "log.jsonl").write_text('{"iteration": 10, "total": 5.0, "lr": 0.01}\n\n{"iteration": 20, "total": 4.0, '
+                                   '"lr": 0.01}\n')
+    (run / "summary.json").write_text('{"source": "synthetic"}')
+    assert runs.read_log(run)["total"].tolist() == [5.0, 4.0]
+    assert runs.read_summary(run) == {"source": "synthetic"}
+
+
+def test_table_frames_are_what_build_tables_writes(built):
+    out, _ = built
+    runs_root = out.parent / "runs"
+    frames = table_frames(runs_root, (6, 11))
+    assert sorted(frames) == [6, 11]
+    written = pd.read_csv(out / "table11.csv")
+    assert frames[11]["ours"].tolist() == pytest.approx(written["ours"].tolist(), nan_ok=True)
+    assert frames[11]["source"].tolist() == written["source"].tolist()

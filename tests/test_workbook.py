@@ -1,4 +1,4 @@
-"""The workbook: notebook hygiene, parameter checking, and `jlml workbook` driving papermill."""
+"""The workbook: notebook hygiene, parameter checking, launching, and `jlml workbook` driving papermill."""
 import ast
 import json
 import subprocess
@@ -9,9 +9,12 @@ import nbformat
 import papermill as pm
 import pytest
 
-from jlml_lib import workbook
+import jlml_lib.workbook
 from jlml_lib.errors import ConfigError
-from jlml_lib.notebook import check_parameters
+from jlml_lib.workbook import notebook
+from jlml_lib.workbook import runner as workbook
+from jlml_lib.workbook.launch import ERROR_LINE, command
+from jlml_lib.workbook.notebook import check_parameters, declared_parameters
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
@@ -29,14 +32,14 @@ def test_notebook_hygiene(path):
     assert not any(c.get("outputs") or c.get("execution_count") for c in code), "stored with outputs"
     tagged = [i for i, c in enumerate(code) if "parameters" in c.metadata.get("tags", [])]
     assert len(tagged) == 1, "exactly one cell tagged 'parameters'"
-    declared = set(pm.inspect_notebook(str(path)))
-    # the cell after the parameters checks exactly the declared names (unknown -p values fail loudly)
+    # our reading of the parameters cell agrees with papermill's (which decides what it injects)
+    declared = declared_parameters(path.stem)
+    assert declared == list(pm.inspect_notebook(str(path)))
+    # the cell after the parameters checks them against this very notebook (unknown -p values fail)
     check = code[tagged[0] + 1].source
     call = next(n for n in ast.walk(ast.parse(check)) if isinstance(n, ast.Call)
                 and getattr(n.func, "id", "") == "check_parameters")
-    listed = {elt.value for elt in call.args[1].elts}
-    assert listed == declared
-    assert call.args[2].value == path.name
+    assert [ast.unparse(a) for a in call.args] == ["globals()", repr(path.stem)]
     # defaults are the quick synthetic CPU run
     src = code[tagged[0]].source
     for name in ("data_root", "market1501_root", "cuhk03_root", "viper_root", "grid_root", "imagenet_root", "init"):
@@ -48,11 +51,56 @@ def test_notebook_hygiene(path):
         assert 'device = "cpu"' in src
 
 
-def test_check_parameters_names_the_unknown_one():
-    ns = {"profile": "smoke", "data_root": None, "bogus": 1, "_private": 2, "json": json}
-    with pytest.raises(ConfigError, match=r"unknown parameter\(s\) bogus.*takes: data_root, profile"):
-        check_parameters(ns, ["profile", "data_root"], "05_market.ipynb")
-    check_parameters({"profile": 1}, ["profile", "data_root"], "x.ipynb")  # a subset is fine
+def _notebook_with(tmp_path, parameters: str) -> Path:
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_markdown_cell("x = 'not code'"),
+                nbformat.v4.new_code_cell(parameters, metadata={"tags": ["parameters"]}),
+                nbformat.v4.new_code_cell("later = 1")]
+    path = tmp_path / "nb.ipynb"
+    nbformat.write(nb, path)
+    return path
+
+
+def test_declared_names_are_read_from_the_parameters_cell(tmp_path):
+    path = _notebook_with(tmp_path, 'profile = "smoke"  # a comment\ndata_root = None\nsize: int = 3\nprint(1)\n')
+    assert declared_parameters(path) == ["profile", "data_root", "size"]
+    assert declared_parameters("05_market.ipynb") == declared_parameters("05_market")
+    assert "iterations" in declared_parameters("05_market")
+    with pytest.raises(ConfigError, match="cannot read the notebook"):
+        declared_parameters("42_nothing")
+
+
+def test_check_parameters_names_the_unknown_one(tmp_path):
+    path = _notebook_with(tmp_path, 'profile = "smoke"\ndata_root = None\n')
+    ns = {"profile": "smoke", "data_root": None, "bogus": 1, "_private": 2, "json": json, "f": len}
+    with pytest.raises(ConfigError, match=r"nb.ipynb: unknown parameter\(s\) bogus.*takes: data_root, profile"):
+        check_parameters(ns, path)
+    check_parameters({"profile": 1}, path)  # a subset is fine
+    # the allowed names follow the cell: declare "bogus" there and the same namespace passes
+    check_parameters(ns, _notebook_with(tmp_path, 'profile = "smoke"\ndata_root = None\nbogus = 0\n'))
+    with pytest.raises(ConfigError, match=r"unknown parameter\(s\) later"):
+        check_parameters({"later": 1}, path)  # assigned in another cell: not a parameter
+    with pytest.raises(ConfigError, match="05_market.ipynb: unknown parameter.*takes: data_root, device"):
+        check_parameters({"bogus": 1}, "05_market")
+
+
+def test_synthetic_banner_is_shown_once(monkeypatch, capsys):
+    shown = []
+    monkeypatch.setattr(notebook, "display", shown.append)
+    notebook.synthetic_banner("real")
+    assert not shown and capsys.readouterr().out == ""
+    notebook.synthetic_banner("synthetic", "the numbers")  # plain Python: the text only
+    out = capsys.readouterr().out
+    assert not shown and out.count("SYNTHETIC DATA") == 1 and "the numbers come from" in out
+    monkeypatch.setattr(notebook, "_in_kernel", lambda: True)  # a kernel: the HTML banner only
+    notebook.synthetic_banner("synthetic", "the numbers")
+    assert len(shown) == 1 and "SYNTHETIC DATA" in shown[0].data and capsys.readouterr().out == ""
+
+
+def test_resolve_path():
+    assert notebook.resolve_path(None) is None and notebook.resolve_path("") is None
+    assert notebook.resolve_path("runs/x") == Path(workbook.repo_root()) / "runs" / "x"
+    assert notebook.resolve_path("/abs/x") == Path("/abs/x")
 
 
 def test_unknown_parameter_fails_the_notebook(tmp_path):
@@ -82,7 +130,7 @@ def test_parameters_passed_down(tmp_path, monkeypatch):
     # the ImageNet checkpoint of 03 is passed on only when it exists
     monkeypatch.setattr(workbook, "repo_root", lambda: tmp_path)
     assert "init" not in workbook.notebook_parameters(plan.notebooks[0], plan)
-    ckpt = tmp_path / workbook.CHAIN_CHECKPOINTS["imagenet"][0]
+    ckpt = tmp_path / "runs" / "03_imagenet_pretraining" / "checkpoints" / "final.pt"  # where 03 leaves it
     ckpt.parent.mkdir(parents=True)
     ckpt.write_bytes(b"x")
     assert workbook.notebook_parameters(plan.notebooks[0], plan)["init"] == str(ckpt)
@@ -124,11 +172,40 @@ def test_a_wrong_data_root_fails_in_the_notebook_not_silently(tmp_path):
     assert not (tmp_path / "run").exists()  # nothing was trained
 
 
-def test_a_missing_upstream_checkpoint_is_named(tmp_path):
-    from jlml_lib.launch import command
+def test_the_old_entry_point_still_runs_the_workbook(capsys):
+    assert jlml_lib.workbook.main(["--only", "42"]) == 2
+    assert "no notebook matches '42'" in capsys.readouterr().err
 
+
+def test_a_missing_upstream_checkpoint_is_named(tmp_path):
     with pytest.raises(ConfigError, match=r"upstream checkpoint .*nope\.pt does not exist.*03_imagenet"):
         command("market1501", tmp_path / "run", init=str(tmp_path / "nope.pt"))
     cmd = command("market1501", tmp_path / "run", nproc=4, overrides={"sfl": False, "device": "cuda"})
     assert cmd[1:5] == ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=4"]
     assert "sfl=false" in cmd and "device=cuda" in cmd
+
+
+@pytest.mark.parametrize("line", [
+    "Traceback (most recent call last):",
+    "jlml_lib.errors.ConfigError: dataset 'x' is unknown",
+    "ValueError: bad value",
+    "KeyboardInterrupt",
+    "[rank1]: RuntimeError: CUDA out of memory",
+    "ERROR:torch.distributed.elastic.multiprocessing.api:failed (exitcode: 1)",
+    "jlml train: stopped: non-finite loss at iteration 12",
+    "jlml train: error: argument --profile: invalid choice: 'fast'",
+])
+def test_error_lines_are_recognised(line):
+    assert ERROR_LINE.match(line)
+
+
+@pytest.mark.parametrize("line", [
+    "iteration 100/300 loss 5.1 lr 0.01",
+    "mirror padding: on",               # "rror" inside a word was taken for an error
+    "  terror_level = 0",
+    "errors: 0, warnings: 2",
+    "UserWarning: the ErrorHandler is deprecated",
+    "  File \"/x/train.py\", line 3, in <module>",
+])
+def test_other_lines_are_not_errors(line):
+    assert not ERROR_LINE.match(line)

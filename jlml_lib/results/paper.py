@@ -11,6 +11,7 @@ from typing import Any
 import pandas as pd
 
 from jlml_lib.errors import ConfigError
+from jlml_lib.paths import PAPER, REPO_ROOT
 
 #: tables shipped in results/paper (Table 1: layer layout, checked against jlml_lib.model)
 PAPER_TABLES: tuple[int, ...] = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13)
@@ -33,13 +34,8 @@ JLML_ROW: dict[int, dict[str, Any]] = {
 }
 
 
-def repo_root() -> Path:
-    """The repository root: the folder that holds the ``jlml_lib`` package."""
-    return Path(__file__).resolve().parents[2]
-
-
 def paper_dir() -> Path:
-    return repo_root() / "results" / "paper"
+    return REPO_ROOT / PAPER
 
 
 def load_paper_table(n: int) -> pd.DataFrame:

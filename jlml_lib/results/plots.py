@@ -1,25 +1,36 @@
-"""Figures for the paper-vs-ours tables (notebook 09): CMC curves and paper-vs-ours bars.
+"""Every figure of the workbook: training curves, CMC curves, ranked lists, paper-vs-ours bars
+(Tables 2, 5–13) and Table 13's cost bars.
 
-PNG files through matplotlib's Agg backend (no display needed), written atomically. Synthetic
-values are labelled "synthetic" in the legend, as everywhere else.
+Each function returns its matplotlib Figure; a notebook displays it. Given a ``path``, the figure
+is also written there as a PNG (atomically) and closed, so scripts do not pile figures up.
+Nothing here selects a matplotlib backend: matplotlib picks a headless one by itself where there is
+no display (CI, papermill) and the notebook's inline one in a kernel. Synthetic values are
+labelled "synthetic" in the legends, as everywhere else.
 """
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Mapping, Sequence
 
-import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+from matplotlib.figure import Figure
+from matplotlib.patches import Patch
 
-matplotlib.use("Agg")  # headless: CI, papermill, servers
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
-import seaborn as sns  # noqa: E402
+from jlml_lib.data import open_image
+from jlml_lib.io import atomic_open
+from jlml_lib.losses import LOSS_TERMS
+from jlml_lib.results.runs import read_log
+from jlml_lib.results.tables import CAPTIONS, source_data
 
-from jlml_lib.io import atomic_open  # noqa: E402
-from jlml_lib.results.tables import CAPTIONS, cells_frame, fill, scan_records, table_cells  # noqa: E402
+Item = tuple[str, int, int]  # (image_ref, pid, camid), as in ReidDataset
 
 
-def _save(fig, path: str | os.PathLike) -> Path:
+def save_figure(fig: Figure, path: str | os.PathLike) -> Path:
+    """Write ``fig`` as a PNG at ``path`` (atomically) and close it; the Figure can still be displayed."""
     path = Path(path)
     with atomic_open(path, "wb") as fh:
         fig.savefig(fh, format="png", dpi=120, bbox_inches="tight")
@@ -27,42 +38,139 @@ def _save(fig, path: str | os.PathLike) -> Path:
     return path
 
 
-def plot_cmc(runs_root: str | os.PathLike, path: str | os.PathLike, *, max_rank: int = 20) -> Path:
-    """CMC curves (rank 1..max_rank, %) of every evaluation record that stores a ``cmc`` list."""
-    records, _ = scan_records(runs_root)
+def _finish(fig: Figure, path: str | os.PathLike | None) -> Figure:
+    if path is not None:
+        save_figure(fig, path)
+    return fig
+
+
+# ---------------------------------------------------------------- one run
+def plot_training(run_dir: str | os.PathLike, title: str = "", path: str | os.PathLike | None = None) -> Figure:
+    """Loss terms (Eq. 5) and learning rate (Table 4's step policy) against iterations, from the
+    run's ``log.jsonl``."""
+    log = read_log(run_dir)
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 3.5))
+    if log.empty:
+        ax1.text(0.5, 0.5, "no log", ha="center", transform=ax1.transAxes)
+        return _finish(fig, path)
+    terms = [c for c in LOSS_TERMS if c in log]
+    long = log.melt(id_vars="iteration", value_vars=terms, var_name="term", value_name="loss")
+    sns.lineplot(data=long, x="iteration", y="loss", hue="term", ax=ax1)
+    ax1.set_title(f"{title} training loss (Eq. 5 terms)".strip())
+    ax2.plot(log["iteration"], log["lr"], color="k")
+    ax2.set(yscale="log", xlabel="iteration", ylabel="learning rate", title="step policy (Table 4)")
+    fig.tight_layout()
+    return _finish(fig, path)
+
+
+def plot_cmc(curves: Mapping[str, Sequence[float]], title: str = "CMC", max_rank: int = 20,
+             path: str | os.PathLike | None = None) -> Figure:
+    """CMC curves (matching rate in % at rank 1..max_rank), one per label; the legend beside the plot.
+
+    ``curves`` holds fractions, e.g. a record's ``cmc`` list (:func:`jlml_lib.results.runs.split_curves`,
+    :func:`jlml_lib.results.runs.cmc_curves`).
+    """
+    rows = [{"rank": r + 1, "matching rate (%)": 100 * v, "run": label}
+            for label, cmc in curves.items() for r, v in enumerate(list(cmc)[:max_rank])]
     fig, ax = plt.subplots(figsize=(6, 4))
-    curves = 0
-    for rec in sorted(records, key=lambda r: r["created"]):
-        for key, value in rec["_flat"].items():
-            if key.rsplit(".", 1)[-1] != "cmc" or not isinstance(value, list) or not value:
-                continue
-            ranks = range(1, min(max_rank, len(value)) + 1)
-            label = (f"{rec['dataset']} {key[:-4] or ''} {rec['variant']['feature']} "
-                     f"({rec['source']}, {rec['run_id'][-8:]})")
-            ax.plot(list(ranks), [100 * v for v in value[:len(ranks)]], marker=".", label=label)
-            curves += 1
-    ax.set(xlabel="rank", ylabel="matching rate (%)", title="CMC", ylim=(0, 100))
-    if curves:
-        ax.legend(fontsize=7)
+    if rows:
+        sns.lineplot(data=pd.DataFrame(rows), x="rank", y="matching rate (%)", hue="run", marker="o", ax=ax)
+        sns.move_legend(ax, "upper left", bbox_to_anchor=(1.01, 1), title=None, fontsize=7)
     else:
         ax.text(0.5, 0.5, "no run with a CMC", ha="center", va="center", transform=ax.transAxes)
-    return _save(fig, path)
+    ax.set(xlabel="rank", ylabel="matching rate (%)", ylim=(0, 100), title=title)
+    return _finish(fig, path)
 
 
-def plot_paper_vs_ours(n: int, runs_root: str | os.PathLike, path: str | os.PathLike) -> Path:
-    """Grouped bars, paper vs ours, for every cell of result Table ``n`` (e.g. ablations 9–12)."""
-    frame = cells_frame(fill(table_cells(n), scan_records(runs_root)[0]))
-    if n == 13:  # counts of different magnitude: show ours / paper
-        frame = frame.assign(paper=1.0, ours=frame["ours"] / frame["paper"])
-    data_label = frame["data"].replace("", "no run")
-    long = pd.concat([
-        pd.DataFrame({"cell": frame["row"] + " · " + frame["column"], "value": frame["paper"], "who": "paper"}),
-        pd.DataFrame({"cell": frame["row"] + " · " + frame["column"], "value": frame["ours"],
-                      "who": "ours (" + data_label + ")"}),
-    ])
-    fig, ax = plt.subplots(figsize=(7, 0.3 * len(frame) + 1.5))
-    sns.barplot(data=long.dropna(subset=["value"]), y="cell", x="value", hue="who", ax=ax, orient="h")
-    sns.move_legend(ax, "upper left", bbox_to_anchor=(1.01, 1), title=None, fontsize=8)
-    ax.set(title=f"Table {n}: {CAPTIONS[n]}", ylabel="",
-           xlabel="ours / paper" if n == 13 else ("count" if n == 2 else "%"))
-    return _save(fig, path)
+def plot_ranked_lists(queries: Sequence[Item], ranked: Sequence[Sequence[Item]],
+                      title: str = "Ranked gallery (L2 on the joint feature): green = same person, red = another",
+                      path: str | os.PathLike | None = None) -> Figure:
+    """Each query beside its ranked gallery images: a green border = the same person, red = another."""
+    top = max((len(r) for r in ranked), default=0)
+    fig, axes = plt.subplots(len(queries), top + 1, figsize=(1.1 * (top + 1), 2.3 * len(queries)), squeeze=False)
+    for row, ((q_ref, qp, qc), shown) in enumerate(zip(queries, ranked)):
+        axes[row, 0].imshow(open_image(q_ref))
+        axes[row, 0].set_title(f"query\nid {qp} cam {qc + 1}", fontsize=7)
+        for col, (ref, gp, _gc) in enumerate(shown, 1):
+            ax = axes[row, col]
+            ax.imshow(open_image(ref))
+            for spine in ax.spines.values():
+                spine.set(color="limegreen" if gp == qp else "red", linewidth=4)
+            ax.set_title(f"{col}: id {gp}", fontsize=7)
+        for ax in axes[row]:
+            ax.set_xticks([]), ax.set_yticks([])
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return _finish(fig, path)
+
+
+# ---------------------------------------------------------------- paper vs ours
+_COLOURS = {"paper": "0.6", "ours (real)": "tab:blue", "ours (synthetic)": "tab:orange"}
+
+
+def _bars(frame: pd.DataFrame, n: int) -> pd.DataFrame:
+    """One line per cell: row, column, paper, ours, and who "ours" is (real / synthetic data).
+
+    Table 13's counts differ by orders of magnitude between models, so it is shown as ours / paper.
+    """
+    data = frame["data"] if "data" in frame else frame["source"].map(source_data)
+    out = pd.DataFrame({"row": frame["row"], "column": frame["column"], "paper": frame["paper"].astype(float),
+                        "ours": frame["ours"].astype(float), "who": "ours (" + data + ")"})
+    if n == 13:
+        out["ours"], out["paper"] = out["ours"] / out["paper"], 1.0
+    return out
+
+
+def _panel(ax, cells: pd.DataFrame) -> None:
+    """Horizontal bars of one metric column: the paper's value above ours for every row."""
+    y = np.arange(len(cells))
+    ax.barh(y - 0.2, cells["paper"], height=0.4, color=_COLOURS["paper"])
+    ours = cells["ours"].fillna(0.0)  # "no run": no bar
+    ax.barh(y + 0.2, ours, height=0.4, color=[_COLOURS.get(w, "tab:blue") for w in cells["who"]])
+    ax.set_yticks(y, cells["row"], fontsize=7)
+    ax.set_ylim(len(cells) - 0.5, -0.5)  # the table's first row on top (set, not toggled: y is shared)
+
+
+def plot_paper_vs_ours(tables: Mapping[int, pd.DataFrame], path: str | os.PathLike | None = None) -> Figure:
+    """Paper vs ours bars for result tables ``{n: frame}`` (frames of ``tables.cells_frame`` or
+    ``workbook.steps.compare``): one row of panels per table, one panel per metric column (so
+    Table 10's 24 cells are four readable panels of six), the legend outside the bars."""
+    bars = {n: _bars(frame, n) for n, frame in tables.items()}
+    ncols = max(b["column"].nunique() for b in bars.values())
+    heights = [0.28 * b["row"].nunique() + 1.2 for b in bars.values()]
+    fig = plt.figure(figsize=(2.9 * ncols + 2.5, sum(heights)), layout="constrained")
+    subfigs = np.atleast_1d(fig.subfigures(len(tables), 1, height_ratios=heights))
+    for subfig, (n, table) in zip(subfigs, bars.items()):
+        columns = list(dict.fromkeys(table["column"]))
+        axes = subfig.subplots(1, ncols, sharey=True, sharex=n != 2, squeeze=False)[0]
+        for ax, column in zip(axes, columns):
+            _panel(ax, table[table["column"] == column])
+            ax.set_title(column, fontsize=8)
+            ax.set_xlabel("ours / paper" if n == 13 else ("count" if n == 2 else "%"), fontsize=7)
+            ax.tick_params(axis="x", labelsize=7)
+        for ax in axes[len(columns):]:
+            ax.set_visible(False)
+        subfig.suptitle(f"Table {n}: {CAPTIONS[n]}", fontsize=9)
+    present = ["paper"] + sorted({w for b in bars.values() for w in b["who"][b["ours"].notna()]} & set(_COLOURS))
+    fig.legend(handles=[Patch(color=_COLOURS[w], label=w) for w in present], loc="outside right upper",
+               fontsize=8)
+    return _finish(fig, path)
+
+
+def plot_table13(frame: pd.DataFrame, path: str | os.PathLike | None = None) -> Figure:
+    """Table 13 as bars: the paper's FLOPs beside our MACs and 2×MACs (log scale), and the parameters
+    (``frame`` = :func:`jlml_lib.results.complexity_tables.table13`)."""
+    cost = frame.melt(id_vars="model", value_vars=["paper FLOPs", "our MACs", "our FLOPs (2×MACs)"],
+                      var_name="count", value_name="operations")
+    size = frame.melt(id_vars="model", value_vars=["paper params (M)", "our params (M)"],
+                      var_name="count", value_name="millions")
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4))
+    sns.barplot(data=cost, x="model", y="operations", hue="count", ax=axes[0])
+    axes[0].set_yscale("log")
+    axes[0].set_title("Table 13: operations per 224×224 image (log scale)")
+    sns.barplot(data=size, x="model", y="millions", hue="count", ax=axes[1])
+    axes[1].set_title("Table 13: parameters (final classifier excluded)")
+    for ax in axes:
+        ax.tick_params(axis="x", rotation=20)
+    fig.tight_layout()
+    return _finish(fig, path)

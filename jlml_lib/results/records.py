@@ -75,6 +75,7 @@ from typing import Any, Mapping
 from jlml_lib.errors import DataError
 from jlml_lib.io import write_json
 from jlml_lib.model import FEATURE_KINDS, HEADS
+from jlml_lib.paths import METRICS, REPO_ROOT
 
 SCHEMA_VERSION = 1
 KINDS = ("evaluation", "dataset_stats", "complexity")
@@ -86,18 +87,19 @@ VARIANT_CHOICES: dict[str, tuple] = {
     "shared_conv1": (True, False),
     "sfl": (True, False),
 }
+#: a dataset_stats record's metrics: Table 2's columns (the tables read them from here)
 STATS_KEYS = ("cams", "ids", "train_ids", "test_ids", "labelled", "detected")
 REQUIRED_KEYS = (
     "schema_version", "kind", "run_id", "created", "dataset", "protocol", "source", "profile",
     "metrics", "config", "wall_time_s", "device", "variant",
 )
-METRICS_FILENAME = "metrics.json"
+METRICS_FILENAME = METRICS  # the old name; jlml_lib.paths owns it
 
 
 # ---------------------------------------------------------------- provenance helpers
 def git_state(cwd: str | os.PathLike | None = None) -> dict[str, Any]:
     """``{"commit": sha, "dirty": bool}``; ``"unknown"``/``None`` outside a git checkout."""
-    cwd = Path(cwd) if cwd is not None else Path(__file__).resolve().parents[2]
+    cwd = Path(cwd) if cwd is not None else REPO_ROOT
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True,
                                 text=True, timeout=10, check=True).stdout.strip()
@@ -218,7 +220,7 @@ def write_metrics(out_dir: str | os.PathLike, *, metrics: dict, config: dict, da
                   extra: dict | None = None, variant: dict | None = None,
                   kind: str = "evaluation") -> Path:
     """Write ``out_dir/metrics.json`` atomically, with provenance; returns its path."""
-    path = Path(out_dir) / METRICS_FILENAME
+    path = Path(out_dir) / METRICS
     now = _dt.datetime.now(_dt.timezone.utc)
     record = {
         "schema_version": SCHEMA_VERSION,
@@ -276,7 +278,7 @@ def read_metrics(path: str | os.PathLike) -> dict[str, Any]:
     """Load and validate one record (a ``metrics.json`` file or the folder holding it)."""
     path = Path(path)
     if path.is_dir():
-        path = path / METRICS_FILENAME
+        path = path / METRICS
     try:
         rec = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:

@@ -8,9 +8,11 @@
 
 Executed copies go to ``results/executed/<name>.ipynb`` (a failed one is kept there too, and the
 failing notebook and cell are named). Only parameters a notebook declares in its ``parameters``
-cell are passed to it (papermill's ``inspect_notebook``). Chains pass their checkpoints on: the
-ImageNet model of 03 initialises 04–08 when it exists; 06 and 07 both start their
-CUHK03+Market-1501 stage from it, and 07 reuses the one 06 trained (`experiment.reid_pretraining`). Finally ``results/tables/`` is rebuilt from every run's ``metrics.json``.
+cell are passed to it (:func:`jlml_lib.workbook.notebook.declared_parameters`). Chains pass their
+checkpoints on: the ImageNet model of 03 initialises 04–08 when it exists; 06 and 07 both start
+their CUHK03+Market-1501 stage from it, and 07 reuses the one 06 trained
+(:func:`jlml_lib.workbook.steps.reid_pretraining`). Finally ``results/tables/`` is rebuilt from
+every run's ``metrics.json``.
 """
 from __future__ import annotations
 
@@ -21,21 +23,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError
-from .results.paper import repo_root
+from jlml_lib.errors import ConfigError
+from jlml_lib.paths import EXECUTED, IMAGENET_STAGE, RUNS, TABLES, RunDir, repo_root
+from jlml_lib.results.tables import build_tables
+from jlml_lib.workbook.notebook import declared_parameters, notebook_dir
 
-# notebook -> the dataset names whose --data-root it takes (parameter "data_root" or "<name>_root")
+#: the workbook, in the order it runs
 NOTEBOOKS: tuple[str, ...] = (
     "00_setup", "01_data_preparation", "02_model", "03_imagenet_pretraining", "04_cuhk03", "05_market",
     "06_viper", "07_grid", "08_ablations", "09_paper_tables",
 )
+# notebook -> the dataset whose --data-root it takes as "data_root" (others take "<name>_root")
 DATA_ROOT_OF = {"03_imagenet_pretraining": "imagenet", "04_cuhk03": "cuhk03", "05_market": "market1501",
                 "06_viper": "viper", "07_grid": "grid", "08_ablations": "market1501"}
+#: the datasets a --data-root can name
 DATASETS = ("market1501", "cuhk03", "viper", "grid", "imagenet")
 # where a chain's checkpoint is left, relative to the repo root, and which notebooks take it as `init`
 CHAIN_CHECKPOINTS = {
-    "imagenet": ("runs/03_imagenet_pretraining/checkpoints/final.pt",
-                 ("04_cuhk03", "05_market", "06_viper", "07_grid", "08_ablations")),
+    "imagenet": (RunDir(IMAGENET_STAGE).final, ("04_cuhk03", "05_market", "06_viper", "07_grid", "08_ablations")),
 }
 
 
@@ -44,11 +49,7 @@ class Plan:
     notebooks: list[Path]
     params: dict[str, Any] = field(default_factory=dict)     # passed to every notebook that takes them
     data_roots: dict[str, str] = field(default_factory=dict)
-    executed_dir: Path = field(default_factory=lambda: repo_root() / "results" / "executed")
-
-
-def notebook_dir() -> Path:
-    return repo_root() / "notebooks"
+    executed_dir: Path = field(default_factory=lambda: repo_root() / EXECUTED)
 
 
 def select(only: list[str] | None = None, start: str | None = None) -> list[Path]:
@@ -80,9 +81,7 @@ def parse_data_roots(items: list[str]) -> dict[str, str]:
 
 def notebook_parameters(path: Path, plan: Plan) -> dict[str, Any]:
     """The parameters this notebook declares, filled from the plan and the checkpoint chains."""
-    import papermill as pm
-
-    declared = pm.inspect_notebook(str(path))
+    declared = declared_parameters(path)
     params = {k: v for k, v in plan.params.items() if k in declared}
     stem = path.stem
     if "data_root" in declared and DATA_ROOT_OF.get(stem) in plan.data_roots:
@@ -98,6 +97,8 @@ def notebook_parameters(path: Path, plan: Plan) -> dict[str, Any]:
 
 
 def run(plan: Plan, *, log=print) -> int:
+    # imported here: papermill takes seconds to import, and environment.py (00_setup) imports
+    # this module for DATASETS only
     import papermill as pm
 
     plan.executed_dir.mkdir(parents=True, exist_ok=True)
@@ -116,10 +117,8 @@ def run(plan: Plan, *, log=print) -> int:
                 f"{err.ename}: {err.evalue}\n  the executed copy (with the error) is kept at {out}")
             return 1
         log(f"      done in {time.perf_counter() - start:.0f} s -> {out.relative_to(repo_root())}")
-    from .results.tables import build_tables
-
-    written = build_tables(repo_root() / "runs", repo_root() / "results" / "tables")
-    log(f"tables: {len(written)} files in results/tables/; workbook wall time {time.perf_counter() - total:.0f} s")
+    written = build_tables(repo_root() / RUNS, repo_root() / TABLES)
+    log(f"tables: {len(written)} files in {TABLES}/; workbook wall time {time.perf_counter() - total:.0f} s")
     return 0
 
 

@@ -5,16 +5,16 @@ import os
 import platform
 from typing import Any, Mapping
 
-from .workbook import DATASETS  # the datasets the workbook takes a --data-root for
+import numpy
+import torch
+import torchvision
+
+from jlml_lib import __version__
+from jlml_lib.data.verify import verify
+from jlml_lib.workbook.runner import DATASETS  # the datasets the workbook takes a --data-root for
 
 
 def software() -> dict[str, Any]:
-    import numpy
-    import torch
-    import torchvision
-
-    from . import __version__
-
     return {"python": platform.python_version(), "torch": torch.__version__,
             "torchvision": torchvision.__version__, "numpy": numpy.__version__, "jlml_lib": __version__,
             "platform": platform.platform(), "cpu cores": os.cpu_count(), "torch threads": torch.get_num_threads()}
@@ -22,8 +22,6 @@ def software() -> dict[str, Any]:
 
 def devices() -> list[dict[str, Any]]:
     """Every device a run can use, with what the training engine will do on it."""
-    import torch
-
     rows = [{"device": "cpu", "name": platform.processor() or platform.machine(), "memory (GiB)": None,
              "bf16 autocast": True, "used for": "smoke profile, tests, notebooks' defaults"}]
     for i in range(torch.cuda.device_count()):
@@ -38,8 +36,6 @@ def datasets(roots: Mapping[str, str | None]) -> list[dict[str, Any]]:
     """One row per dataset: the user's copy checked quickly against its manifest, or the synthetic
     stand-in the notebooks will use. A root that was given but does not hold the dataset is
     reported as a problem here (and is an error in the notebooks: never a silent fall-back)."""
-    from .data.verify import verify
-
     rows = []
     for name in DATASETS:
         root = roots.get(name)

@@ -5,19 +5,36 @@ DDP cannot run inside a Jupyter kernel, so notebooks never train in-process: the
 ``torchrun --standalone --nproc_per_node=N -m jlml_lib.train`` (N processes, e.g. N GPUs) with the
 same arguments, streams its output into the notebook, and returns the run folder. A failed run
 raises :class:`TrainingFailed` with the command and the end of its output, so the notebook's
-failing cell says what went wrong.
+failing cell says what went wrong. Reading the finished run is :mod:`jlml_lib.results.runs`.
 """
 from __future__ import annotations
 
-import json
+import os
+import re
 import shlex
+import shutil
 import subprocess
 import sys
 from collections import deque
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from .errors import ConfigError
+from jlml_lib.errors import ConfigError
+
+#: a line of the training's output that reports a failure; echoed even when progress lines are
+#: thinned out. Anchored at the line's start (after torchrun's "[rankN]:" prefix): a Python
+#: traceback's first and last lines ("Traceback ...", "pkg.SomeError: ..."), logging's "ERROR",
+#: argparse's "...: error: ..." and the training CLI's own refusals ("jlml train: ...").
+ERROR_LINE = re.compile(
+    r"^(\[rank\d+\]:\s*)?("
+    r"Traceback \(most recent call last\):"
+    r"|([\w.]+\.)?\w*(Error|Exception|Interrupt)(:|$)"
+    r"|ERROR\b"
+    r"|jlml train: "
+    r"|[\w. -]+: error: )")
+
+#: lines of output kept for the error message of a failed run
+TAIL_LINES = 40
 
 
 class TrainingFailed(RuntimeError):
@@ -61,54 +78,33 @@ def train(dataset: str, out_dir: str | Path, *, echo: bool = True, log_every_lin
     A notebook owns its run folders: re-running it replaces the previous run there
     (``replace=False`` keeps it, and `jlml train` then refuses to overwrite it unless
     ``resume=True``). The subprocess' output is echoed into the notebook (every
-    ``log_every_line``-th progress line, errors always); the last 40 lines are kept for the error
-    message.
+    ``log_every_line``-th line, and every :data:`ERROR_LINE`); the last :data:`TAIL_LINES` lines
+    go into the error message.
     """
     cmd = command(dataset, out_dir, **options)
     out_dir = Path(out_dir)
     if replace and not options.get("resume") and out_dir.exists():
-        import shutil
-
         print(f"replacing the previous run in {out_dir}", flush=True)
         shutil.rmtree(out_dir)
     if echo:
         print("$", " ".join(shlex.quote(c) for c in cmd), flush=True)
-    tail: deque[str] = deque(maxlen=40)
+    tail: deque[str] = deque(maxlen=TAIL_LINES)
     with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
                           env=_env()) as proc:
         assert proc.stdout is not None
         for n, line in enumerate(proc.stdout):
             line = line.rstrip("\n")
             tail.append(line)
-            if echo and (n % log_every_line == 0 or "rror" in line):
+            if echo and (n % log_every_line == 0 or ERROR_LINE.match(line)):
                 print(line, flush=True)
     if proc.returncode != 0:
         raise TrainingFailed(f"training exited with status {proc.returncode}: {' '.join(cmd)}\n" + "\n".join(tail))
-    return Path(out_dir)
+    return out_dir
 
 
 def _env() -> dict[str, str]:
-    import os
-
     env = dict(os.environ)
     env.setdefault("PYTHONUNBUFFERED", "1")
     # tqdm's carriage-return bars become one line per update in a pipe; keep them sparse
     env.setdefault("TQDM_MININTERVAL", "10")
     return env
-
-
-def read_record(run_dir: str | Path, feature: str | None = None) -> dict[str, Any]:
-    """The run's ``metrics.json`` (or ``eval-<feature>/metrics.json``) as a dict."""
-    from .results.records import read_metrics
-
-    run_dir = Path(run_dir)
-    return read_metrics(run_dir if feature in (None, "joint") else run_dir / f"eval-{feature}")
-
-
-def read_log(run_dir: str | Path):
-    """The run's ``log.jsonl`` as a DataFrame (one row per logged iteration), for training curves."""
-    import pandas as pd
-
-    path = Path(run_dir) / "log.jsonl"
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
-    return pd.DataFrame(rows)

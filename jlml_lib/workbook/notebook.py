@@ -1,0 +1,107 @@
+"""Small helpers every notebook calls, so that no notebook holds logic the tests cannot reach.
+
+A notebook declares its parameters once, in its cell tagged ``parameters`` (papermill's
+convention); :func:`check_parameters` reads them from there, so no list is kept by hand.
+"""
+from __future__ import annotations
+
+import ast
+import json
+import os
+import types
+from pathlib import Path
+from typing import Any, Mapping
+
+from IPython import get_ipython
+from IPython.display import HTML, display
+
+from jlml_lib.errors import ConfigError
+from jlml_lib.paths import NOTEBOOKS, REPO_ROOT, in_repo
+
+# names IPython puts in a kernel's namespace by itself
+_KERNEL_NAMES = {"In", "Out", "get_ipython", "exit", "quit", "open"}
+
+
+def notebook_dir() -> Path:
+    return REPO_ROOT / NOTEBOOKS
+
+
+def notebook_path(notebook: str | os.PathLike) -> Path:
+    """``"05_market"`` or ``"05_market.ipynb"`` -> notebooks/05_market.ipynb; a path to an
+    ``.ipynb`` file is taken as it is."""
+    p = Path(notebook)
+    if p.suffix == ".ipynb" and (p.is_absolute() or len(p.parts) > 1):
+        return p
+    return notebook_dir() / f"{p.name.removesuffix('.ipynb')}.ipynb"
+
+
+def declared_parameters(notebook: str | os.PathLike) -> list[str]:
+    """The names assigned in the notebook's cell tagged ``parameters``, in order."""
+    path = notebook_path(notebook)
+    try:
+        cells = json.loads(path.read_text(encoding="utf-8"))["cells"]
+    except (OSError, ValueError, KeyError) as exc:
+        raise ConfigError(f"{path}: cannot read the notebook ({exc}); check its name.") from None
+    tagged = [c for c in cells
+              if c.get("cell_type") == "code" and "parameters" in c.get("metadata", {}).get("tags", [])]
+    if len(tagged) != 1:
+        raise ConfigError(f"{path}: expected exactly one code cell tagged 'parameters', found {len(tagged)}.")
+    source = tagged[0]["source"]
+    tree = ast.parse(source if isinstance(source, str) else "".join(source))
+    names: list[str] = []
+    for node in tree.body:  # papermill's rule: top-level assignments of one name
+        targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(
+            node, ast.AnnAssign) else []
+        names += [t.id for t in targets if isinstance(t, ast.Name) and t.id not in names]
+    return names
+
+
+def check_parameters(namespace: Mapping[str, Any], notebook: str | os.PathLike) -> None:
+    """Fail loudly on a parameter the notebook does not declare (papermill only warns).
+
+    Call it in the cell right after the ``parameters`` cell (and papermill's injected cell) with
+    ``globals()`` and the notebook's name, e.g. ``check_parameters(globals(), "05_market")``: every
+    public, non-module, non-callable name defined by then must be assigned in the parameters cell.
+    """
+    allowed = set(declared_parameters(notebook))
+    unknown = sorted(
+        name for name, value in namespace.items()
+        if not name.startswith("_") and name not in _KERNEL_NAMES and name not in allowed
+        and not isinstance(value, types.ModuleType) and not callable(value)
+    )
+    if unknown:
+        raise ConfigError(
+            f"{notebook_path(notebook).name}: unknown parameter(s) {', '.join(unknown)}. "
+            f"This notebook takes: {', '.join(sorted(allowed))}. Fix the -p option(s) of papermill "
+            "or `jlml workbook`."
+        )
+
+
+def resolve_path(path: str | os.PathLike | None) -> Path | None:
+    """A path parameter: relative ones are relative to the repository root, wherever the kernel
+    was started (JupyterLab, papermill and nbval each use a different working folder); None or
+    "" stay None."""
+    if path is None or str(path) == "":
+        return None
+    return in_repo(path)
+
+
+def _in_kernel() -> bool:
+    """True in a Jupyter kernel (which renders HTML), False in plain Python or a terminal IPython."""
+    shell = get_ipython()
+    return shell is not None and getattr(shell, "kernel", None) is not None
+
+
+def synthetic_banner(source: str, what: str = "these numbers") -> None:
+    """Say once, loudly, that the data is synthetic: a red HTML banner in a notebook, the plain
+    text elsewhere. Nothing for real data."""
+    if source == "real":
+        return
+    text = (f"SYNTHETIC DATA — {what} come from the procedural pedestrian generator, not from the real "
+            "dataset. They show that the pipeline works and how to read the results; they are NOT a "
+            "reproduction of the paper. Pass data_root=... to run on the real dataset.")
+    if _in_kernel():
+        display(HTML(f'<div style="background:#b00020;color:white;padding:10px;font-weight:bold;'
+                     f'font-size:110%;border-radius:4px">{text}</div>'))
+    else:
+        print("!" * 20, text, "!" * 20)

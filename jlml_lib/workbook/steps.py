@@ -1,0 +1,160 @@
+"""The steps the experiment notebooks (03–08) take, one call each: open a dataset, train the
+CUHK03+Market-1501 stage of a chain, compare a run with the paper, show ranked lists, list the
+ablation variants, rebuild the tables. Kept here so tests can reach them.
+
+Training itself runs as a subprocess (:mod:`jlml_lib.workbook.launch`); reading a finished run is
+:mod:`jlml_lib.results.runs`; figures are :mod:`jlml_lib.results.plots`.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import pandas as pd
+import torch
+from matplotlib.figure import Figure
+
+from jlml_lib.data import ReidDataset, build_loader, load_dataset, resolve_root
+from jlml_lib.engine.checkpoint import load_model
+from jlml_lib.errors import ConfigError
+from jlml_lib.evaluation import pairwise_distances
+from jlml_lib.features import extract_features
+from jlml_lib.paths import REID_PRETRAINING_STAGE, RUNS, TABLES, RunDir, in_repo
+from jlml_lib.results.plots import plot_ranked_lists
+from jlml_lib.results.runs import records_under
+from jlml_lib.results.tables import build_tables, cells_frame, fill, table_cells
+from jlml_lib.workbook.launch import train
+from jlml_lib.workbook.notebook import synthetic_banner
+
+#: the notebooks' ``profile`` parameter: the quick CPU run, or Table 4's settings
+PROFILES = ("smoke", "paper")
+
+#: Tables 9–12: the switches of each variant trained on Market-1501 (every other setting as JLML).
+#: Table 9 needs no extra model: it evaluates the full model's global, local and joint features.
+ABLATIONS: dict[str, dict[str, Any]] = {
+    "jlml": {},                              # the full model (Tables 9–12's reference rows)
+    "uniloss": {"head": "uni"},              # Table 10
+    "no_shared_conv1": {"shared_conv1": False},  # Table 11
+    "no_sfl": {"sfl": False},                # Table 12
+}
+
+
+# ---------------------------------------------------------------- data and settings
+def open_dataset(name: str, data_root: str | None = None, **options: Any) -> ReidDataset:
+    """The user's copy (``data_root``) or the synthetic stand-in, loaded; a banner if synthetic.
+
+    A ``data_root`` that does not hold the dataset raises (never a silent fall-back).
+    """
+    root, source = resolve_root(name, data_root)
+    ds = load_dataset(name, root, **options)
+    synthetic_banner(source, f"the {name} images and every number below")
+    return ds
+
+
+def train_profile(profile: str, *, pretraining: bool = False) -> str:
+    """The training profile for a notebook's ``profile`` parameter: ``paper`` means Table 4's
+    "Train" row, or its "Pre-train" row for ImageNet pre-training; ``smoke`` is the quick CPU run."""
+    if profile not in PROFILES:
+        raise ConfigError(f"profile must be 'smoke' (quick CPU run) or 'paper' (Table 4), not {profile!r}")
+    return "pretrain" if pretraining and profile == "paper" else profile
+
+
+def default_splits(profile: str, splits: str | None) -> str:
+    """Which splits to train: all of them for the paper's protocol, the first one for a smoke run."""
+    if splits is not None:
+        return str(splits)
+    return "all" if profile == "paper" else "0"
+
+
+def inference_device(device: str) -> str:
+    """The device for the notebook's own inference (ranked lists): the notebook's ``device``
+    parameter, with "auto" (the training's choice) taken as the CPU."""
+    return "cpu" if device == "auto" else device
+
+
+# ---------------------------------------------------------------- the CUHK03+Market-1501 stage
+def reid_pretraining(out_dir: str | os.PathLike = REID_PRETRAINING_STAGE, *, init: str | None, profile: str,
+                     cuhk03_root: str | None = None, market1501_root: str | None = None,
+                     iterations: int | None = None, nproc: int = 1,
+                     overrides: Mapping[str, Any] | None = None) -> Path:
+    """The ImageNet → CUHK03+Market-1501 stage of the VIPeR/GRID chain (§3 "Implementation").
+
+    Returns its final checkpoint. 06 and 07 share the stage (``paths.REID_PRETRAINING_STAGE`` by
+    default): a finished one is reused when it was trained with the same profile, start
+    checkpoint, data and switches; otherwise it is trained again (a smoke model is never reused
+    for a paper run).
+    """
+    out_dir = in_repo(out_dir)
+    final = RunDir(out_dir).final
+    opts = dict(overrides or {})
+    if cuhk03_root:
+        opts["data.cuhk03_root"] = cuhk03_root
+    if market1501_root:
+        opts["data.market1501_root"] = market1501_root
+    if final.exists() and stage_matches(out_dir, train_profile(profile), init, iterations, opts):
+        print(f"reusing the CUHK03+Market-1501 model {final} (same profile, init, data and settings)")
+        return final
+    train("cuhk03+market1501", out_dir, profile=train_profile(profile), init=init, iterations=iterations,
+          nproc=nproc, overrides={**opts, "evaluate": False}, log_every_line=10)
+    return final
+
+
+def stage_matches(out_dir: str | os.PathLike, profile: str, init: str | None, iterations: int | None,
+                  opts: Mapping[str, Any]) -> bool:
+    """Whether the run in ``out_dir`` was trained with this profile, start checkpoint, iteration
+    count, data roots (``data.*`` options) and switches (the other options its config holds)."""
+    try:
+        cfg = json.loads(RunDir(out_dir).config.read_text())
+    except (OSError, ValueError):
+        return False
+    wanted = {"profile": profile, "init": str(init) if init else None}
+    if iterations is not None:
+        wanted["iterations"] = int(iterations)
+    data = {k.removeprefix("data."): str(v) for k, v in opts.items() if k.startswith("data.")}
+    same = all(cfg.get(k) == v for k, v in wanted.items()) and {
+        k: str(v) for k, v in cfg.get("data_options", {}).items()} == data
+    return same and all(str(cfg.get(k)).lower() == str(v).lower() for k, v in opts.items()
+                        if not k.startswith("data.") and k in cfg)
+
+
+# ---------------------------------------------------------------- results
+def compare(table: int, *run_dirs: str | os.PathLike) -> pd.DataFrame:
+    """Paper | ours | Δ | source for the cells of ``table`` that these runs fill (Δ for real data only)."""
+    frame = cells_frame(fill(table_cells(table), records_under(*run_dirs)))
+    frame = frame[["row", "column", "paper", "ours", "delta", "source"]].rename(columns={"delta": "Δ"})
+    return frame.round({"ours": 2, "Δ": 2})
+
+
+def ranked_lists(run_dir: str | os.PathLike, ds: ReidDataset, *, n_queries: int = 4, top: int = 10,
+                 device: str = "cpu", seed: int = 0) -> Figure:
+    """``n_queries`` random queries and their top-``top`` gallery images under the run's final model
+    (L2 on the joint feature). Junk (pid -1, or same person and same camera) is skipped exactly as
+    the evaluation skips it."""
+    model, cfg = load_model(RunDir(run_dir).final, device)
+    rng = np.random.default_rng(seed)
+    q_idx = sorted(rng.choice(len(ds.query), size=min(n_queries, len(ds.query)), replace=False).tolist())
+    queries = [ds.query[i] for i in q_idx]
+
+    def feats(items):
+        loader = build_loader(items, image_size=cfg.image_size, train=False, batch_size=cfg.eval_batch_size)
+        return extract_features(model, loader, torch.device(device))[0]
+
+    dist = np.asarray(pairwise_distances(feats(queries), feats(ds.gallery)))
+    ranked = []
+    for (_, qp, qc), d in zip(queries, dist):
+        order = np.argsort(d, kind="stable")
+        ranked.append([ds.gallery[g] for g in order
+                       if not (ds.gallery[g][1] == -1 or (ds.gallery[g][1] == qp and ds.gallery[g][2] == qc))][:top])
+    return plot_ranked_lists(queries, ranked)
+
+
+def update_tables(*tables: int, runs_dir: str | os.PathLike = RUNS,
+                  tables_dir: str | os.PathLike = TABLES) -> list[Path]:
+    """Rebuild ``results/tables/`` once from every run's metrics.json (`jlml tables`); return the
+    Markdown files of ``tables`` (a notebook's own tables)."""
+    out = in_repo(tables_dir)
+    build_tables(in_repo(runs_dir), out)
+    return [out / f"table{n}.md" for n in tables]

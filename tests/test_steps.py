@@ -1,0 +1,76 @@
+"""The notebooks' steps: profiles, split choice, stage reuse, paper comparison, table updates."""
+import json
+
+import pandas as pd
+import pytest
+
+from jlml_lib.errors import ConfigError
+from jlml_lib.results.records import write_metrics
+from jlml_lib.workbook import steps
+
+MARKET = dict(metrics={"single_query": {"rank1": 0.5, "mAP": 0.25}, "multi_query": {"rank1": 0.6, "mAP": 0.3}},
+              config={}, dataset="market1501", profile="smoke", protocol="market1501", wall_time_s=1.0,
+              device="cpu")
+
+
+def test_profiles_splits_and_devices():
+    assert steps.train_profile("paper") == "paper"
+    assert steps.train_profile("paper", pretraining=True) == "pretrain"  # Table 4 "Pre-train"
+    assert steps.train_profile("smoke", pretraining=True) == "smoke"
+    with pytest.raises(ConfigError, match="smoke.*paper"):
+        steps.train_profile("fast")
+    assert steps.default_splits("paper", None) == "all"
+    assert steps.default_splits("smoke", None) == "0"
+    assert steps.default_splits("paper", "0,3") == "0,3"
+    assert steps.inference_device("auto") == "cpu"
+    assert steps.inference_device("cuda:1") == "cuda:1"
+
+
+def test_reid_stage_is_reused_only_when_it_matches(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps(
+        {"profile": "smoke", "init": None, "iterations": 300, "data_options": {}, "device": "cpu", "seed": 0}))
+    same = dict(device="cpu", seed=0)
+    assert steps.stage_matches(tmp_path, "smoke", None, None, same)
+    assert not steps.stage_matches(tmp_path, "paper", None, None, same)      # never smoke for paper
+    assert not steps.stage_matches(tmp_path, "smoke", "/in.pt", None, same)  # another start point
+    assert not steps.stage_matches(tmp_path, "smoke", None, 50, same)
+    assert not steps.stage_matches(tmp_path, "smoke", None, None, {**same, "seed": 1})
+    assert not steps.stage_matches(tmp_path, "smoke", None, None, {**same, "data.cuhk03_root": "/r"})
+    assert not steps.stage_matches(tmp_path / "missing", "smoke", None, None, same)
+
+
+def test_a_matching_stage_is_not_trained_again(tmp_path, monkeypatch):
+    trained = []
+    monkeypatch.setattr(steps, "train", lambda *a, **k: trained.append((a, k)))
+    stage = tmp_path / "stage"
+    (stage / "checkpoints").mkdir(parents=True)
+    (stage / "checkpoints" / "final.pt").write_bytes(b"x")
+    (stage / "config.json").write_text(json.dumps({"profile": "smoke", "init": None, "data_options": {},
+                                                    "device": "cpu"}))
+    assert steps.reid_pretraining(stage, init=None, profile="smoke", overrides={"device": "cpu"}) == \
+        stage / "checkpoints" / "final.pt"
+    assert not trained
+    steps.reid_pretraining(stage, init=None, profile="paper", overrides={"device": "cpu"})
+    (args, kwargs), = trained
+    assert args == ("cuhk03+market1501", stage) and kwargs["profile"] == "paper"  # a smoke model is no paper stage
+    assert kwargs["overrides"]["evaluate"] is False
+
+
+def test_compare_puts_a_run_beside_the_paper(tmp_path):
+    write_metrics(tmp_path / "synthetic", source="synthetic", **MARKET)
+    frame = steps.compare(6, tmp_path / "synthetic")
+    row = frame.set_index("column").loc["SQ_R1"]
+    assert row["paper"] == 85.1 and row["ours"] == 50.0 and row["source"].startswith("synthetic")
+    assert pd.isna(row["Δ"])  # no Δ for synthetic data (design §8)
+    write_metrics(tmp_path / "real", source="real", **MARKET)
+    row = steps.compare(6, tmp_path / "real").set_index("column").loc["SQ_R1"]
+    assert row["ours"] == 50.0 and row["Δ"] == pytest.approx(-35.1) and row["source"].startswith("real")
+    assert steps.compare(6, tmp_path / "empty")["source"].eq("no run").all()
+
+
+def test_update_tables_builds_once_and_names_the_notebook_tables(tmp_path):
+    write_metrics(tmp_path / "runs" / "m", source="real", **MARKET)
+    paths = steps.update_tables(9, 10, runs_dir=tmp_path / "runs", tables_dir=tmp_path / "tables")
+    assert paths == [tmp_path / "tables" / "table9.md", tmp_path / "tables" / "table10.md"]
+    assert all(p.is_file() for p in paths) and (tmp_path / "tables" / "table6.md").is_file()
+    assert "| JLML | SQ_R1 (%) | 85.1 | 50.0 | -35.1 | real" in (tmp_path / "tables" / "table6.md").read_text()
