@@ -178,6 +178,8 @@ def average_draws(first_rank: Any, query_ap: Any, *, ap: str, max_rank: int, que
         raise DataError("average_draws: the queries with a good match differ between draws; "
                         "the draws must share one query list and one set of gallery identities")
     c = counted[0]
+    if not c.any():
+        raise DataError("average_draws: no query is counted (no query has a good match)")
     return QueryScores(cmc=_first_rank_cmc(fr, int(max_rank)).mean(axis=0), ap=np.where(c, qa, 0.0).mean(axis=0),
                        counted=c, ap_mode=ap, query_key=query_key, num_draws=fr.shape[0])
 

@@ -30,7 +30,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from jlml_lib.errors import DataError
-from jlml_lib.evaluation import query_key
+from jlml_lib.evaluation import AP_MODES, query_key
 from jlml_lib.io import atomic_open
 
 QUERIES_FILENAME = "queries.npz"
@@ -63,6 +63,8 @@ class QueryResults:
         if fr.ndim not in (1, 2) or qa.shape != fr.shape or q != fr.shape[-1:] or np.asarray(self.q_camids).shape != q:
             raise DataError(f"QueryResults: first_rank {fr.shape}, query_ap {qa.shape}, q_pids {q} and q_camids "
                             f"{np.asarray(self.q_camids).shape} must describe the same queries")
+        if self.ap not in AP_MODES:
+            raise DataError(f"QueryResults: ap must be one of {AP_MODES}, got {self.ap!r}")
 
     @classmethod
     def from_metrics(cls, metrics: Any, q_pids: Any, q_camids: Any, *, num_gallery: int,
