@@ -66,3 +66,59 @@ def test_items_seen_equally_often():
     s = StreamSampler(10, 4, seed=0)
     counts = Counter(i for it in range(25) for i in s.global_batch(it))  # 100 draws = 10 passes
     assert set(counts.values()) == {10}
+
+
+def _items(tmp_path, n=6):
+    from PIL import Image
+
+    items = []
+    for i in range(n):
+        path = tmp_path / f"{i}.png"
+        Image.fromarray((torch.arange(40 * 24 * 3).reshape(40, 24, 3) * (i + 1) % 251).byte().numpy()).save(path)
+        items.append((str(path), i % 3, 0))
+    return items
+
+
+def test_random_resized_crops_are_a_function_of_seed_and_iteration(tmp_path):
+    from jlml_lib.engine.sampler import build_train_loader
+
+    items = _items(tmp_path)
+
+    def batches(workers, seed=0, start=0, crop=True):
+        loader = build_train_loader(items, image_size=(16, 8), batch_size=4, workers=workers, seed=seed,
+                                    start_iteration=start, random_resized_crop=crop)
+        return [b[0] for b in islice(iter(loader), 3)]
+
+    a, b = batches(0), batches(1)
+    assert all(torch.equal(x, y) for x, y in zip(a, b))            # worker processes change nothing
+    assert torch.equal(batches(0, start=2)[0], a[2])                # a resumed run sees the same crops
+    assert not torch.equal(batches(0, seed=1)[0], a[0])             # another seed, other crops
+    plain = batches(0, crop=False)
+    assert all(x.shape == y.shape == (4, 3, 16, 8) for x, y in zip(a, plain))
+    assert not all(torch.equal(x, y) for x, y in zip(a, plain))      # the switch does crop
+
+
+def test_crop_params_stay_in_the_recipe_bounds(tmp_path):
+    from jlml_lib.engine.sampler import CROP_SCALE, ResizedCrops
+    from torchvision import transforms as T
+
+    ds = ResizedCrops(_items(tmp_path, 1), (16, 8), seed=3)
+    seen = []
+    orig = T.RandomResizedCrop.get_params
+
+    def spy(img, scale, ratio):
+        out = orig(img, scale, ratio)
+        seen.append((out, img.size))
+        return out
+
+    T.RandomResizedCrop.get_params = staticmethod(spy)
+    try:
+        for it in range(20):
+            ds[(0, it, 0)]
+    finally:
+        T.RandomResizedCrop.get_params = staticmethod(orig)
+    for (top, left, h, w), (W, H) in seen:
+        assert 0 <= top and top + h <= H and 0 <= left and left + w <= W
+        # torchvision falls back to a central crop when 10 draws fail; both stay inside the image
+        assert h * w <= CROP_SCALE[1] * H * W + 1e-9
+    assert len({s[0] for s in seen}) > 5                               # iterations draw different crops

@@ -84,6 +84,7 @@ class TrainConfig:
     weight_decay: float = 5e-4
     classifier_lr_mult: float = 1.0
     flip: bool = True
+    random_resized_crop: bool = False     # ImageNet's usual crop recipe (engine.sampler); the paper: resize only
 
     # -- model / loss (the ablation switches of Tables 10-12)
     head: str = "multi"                   # "multi": MultiLoss (Eq. 5); "uni": UniLoss (Table 10)

@@ -275,7 +275,8 @@ def fit(cfg: TrainConfig, items: Sequence[tuple[str, int, int]], num_classes: in
         books = Bookkeeper(cfg, t, run, info, num_classes, data_info or {})
         batches = iter(build_train_loader(items, image_size=cfg.image_size, batch_size=cfg.batch_size,
                                           workers=cfg.workers, seed=cfg.seed, start_iteration=t.start,
-                                          rank=info.rank, world_size=info.world_size))
+                                          rank=info.rank, world_size=info.world_size,
+                                          random_resized_crop=cfg.random_resized_crop))
         for it in range(t.start, cfg.iterations):
             images, labels, _ = next(batches)
             books.add(it, step(t, cfg, images, labels, it, info))

@@ -12,6 +12,11 @@ batch and applied to the batch tensor in the main process. Images are loaded wit
 transform (resize + normalise, no randomness), so neither the number of DataLoader workers nor
 a restart can change what a given iteration sees. Flipping a normalised tensor equals
 normalising a flipped image (flip permutes pixels; normalisation is per channel).
+
+``random_resized_crop=true`` (off by default; the paper only says images are resized) adds the
+common ImageNet recipe — a crop of 8–100% of the area and aspect 3/4–4/3, resized to the input
+size — drawn per image from (seed, iteration, position in the global batch), so it keeps the
+same guarantees; the flip still applies on top.
 """
 from __future__ import annotations
 
@@ -19,17 +24,22 @@ from typing import Iterator, Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler
+from torchvision import transforms as T
+from torchvision.transforms import functional as TF
 
-from jlml_lib.data import build_loader
+from jlml_lib.data import build_loader, open_image
+from jlml_lib.data.images import IMAGENET_MEAN, IMAGENET_STD
 
-__all__ = ["StreamSampler", "flip_mask", "apply_flip", "build_train_loader"]
+__all__ = ["StreamSampler", "KeyedStreamSampler", "ResizedCrops", "flip_mask", "apply_flip",
+           "build_train_loader"]
 
-_ORDER, _FLIP = 0x0D, 0xF1  # stream tags, so order and flips never share a generator
+_ORDER, _FLIP, _CROP = 0x0D, 0xF1, 0xC4  # stream tags, so order, flips and crops never share a generator
+CROP_SCALE, CROP_RATIO = (0.08, 1.0), (3 / 4, 4 / 3)  # torchvision's RandomResizedCrop defaults
 
 
-def _generator(seed: int, tag: int, index: int) -> torch.Generator:
-    state = np.random.SeedSequence([int(seed), tag, int(index)]).generate_state(2, dtype=np.uint32)
+def _generator(seed: int, tag: int, *index: int) -> torch.Generator:
+    state = np.random.SeedSequence([int(seed), tag, *map(int, index)]).generate_state(2, dtype=np.uint32)
     return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
 
 
@@ -80,6 +90,39 @@ class StreamSampler(Sampler[int]):
         return 2**62
 
 
+class KeyedStreamSampler(StreamSampler):
+    """The same stream, yielding ``(index, iteration, slot)`` keys (slot = position in the global
+    batch) so a dataset can draw per-image randomness as a function of them."""
+
+    def __iter__(self) -> Iterator[tuple[int, int, int]]:
+        i, local = self.start, self.batch // self.world
+        while True:
+            for j, index in enumerate(self.rank_batch(i)):
+                yield index, i, self.rank * local + j
+            i += 1
+
+
+class ResizedCrops(Dataset):
+    """Training images with a random-resized crop drawn from (seed, iteration, slot), normalised."""
+
+    def __init__(self, items: Sequence[tuple[str, int, int]], image_size: tuple[int, int], seed: int) -> None:
+        self.items, self.size, self.seed = list(items), tuple(int(v) for v in image_size), int(seed)
+        self.finish = T.Compose([T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, key: tuple[int, int, int]):
+        index, iteration, slot = key
+        ref, pid, camid = self.items[index]
+        img = open_image(ref)
+        with torch.random.fork_rng(devices=[]):  # get_params draws from the global RNG: seed a private copy
+            torch.manual_seed(int(torch.randint(2**62, (1,), generator=_generator(self.seed, _CROP, iteration, slot))))
+            top, left, h, w = T.RandomResizedCrop.get_params(img, CROP_SCALE, CROP_RATIO)
+        img = TF.resized_crop(img, top, left, h, w, list(self.size), antialias=True)
+        return self.finish(img), pid, camid
+
+
 def flip_mask(seed: int, iteration: int, batch_size: int, rank: int = 0, world_size: int = 1) -> torch.Tensor:
     """Which images of this rank's slice of iteration ``iteration`` are mirrored (p = 0.5)."""
     mask = torch.rand(batch_size, generator=_generator(seed, _FLIP, iteration)) < 0.5
@@ -95,8 +138,14 @@ def apply_flip(images: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 def build_train_loader(items: Sequence[tuple[str, int, int]], *, image_size: tuple[int, int],
                        batch_size: int, workers: int, seed: int, start_iteration: int,
-                       rank: int = 0, world_size: int = 1):
+                       rank: int = 0, world_size: int = 1, random_resized_crop: bool = False):
     """The DataLoader of this rank's slices, from ``start_iteration`` on (endless)."""
+    if random_resized_crop:
+        keyed = KeyedStreamSampler(len(items), batch_size, seed=seed, start_iteration=start_iteration,
+                                   rank=rank, world_size=world_size)
+        return DataLoader(ResizedCrops(items, image_size, seed), batch_size=batch_size // world_size,
+                          sampler=keyed, num_workers=workers, persistent_workers=workers > 0,
+                          pin_memory=torch.cuda.is_available())
     sampler = StreamSampler(len(items), batch_size, seed=seed, start_iteration=start_iteration,
                             rank=rank, world_size=world_size)
     # train=False: the deterministic transform; the flip is applied per batch (see above)
