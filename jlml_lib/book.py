@@ -136,18 +136,17 @@ def tables_page(tables_dir: Path, dest_dir: Path) -> str:
     if not found:
         parts.append(f"No tables yet in `{tables_dir}`: `jlml tables` (or `make workbook`) writes them from the "
                      "runs' `metrics.json`.")
+    pngs = sorted(tables_dir.glob("*.png"))
     for md in found:
         parts.append(_demote(md.read_text(encoding="utf-8")).strip())
-        for png in sorted(tables_dir.glob(f"{md.stem}.png")) + sorted(tables_dir.glob(f"{md.stem}_*.png")):
-            shutil.copy2(png, dest_dir / "tables" / png.name)
+        for png in [p for p in pngs if p.stem == md.stem or p.stem.startswith(md.stem + "_")]:
             parts.append(f"\n![{png.stem}](tables/{png.name})")
+            pngs.remove(png)
         parts.append("")
-    others = sorted(p for p in tables_dir.glob("*.png") if not p.stem.startswith("table"))
-    if others:
-        parts += ["## Other figures", ""]
-        for png in others:  # e.g. cmc.png: the CMC curves of every run that stored one
-            shutil.copy2(png, dest_dir / "tables" / png.name)
-            parts.append(f"![{png.stem}](tables/{png.name})\n")
+    if pngs:  # e.g. cmc.png (every run's CMC), or a table's plot whose table has not been generated yet
+        parts += ["## Other figures", ""] + [f"![{png.stem}](tables/{png.name})\n" for png in pngs]
+    for png in tables_dir.glob("*.png"):
+        shutil.copy2(png, dest_dir / "tables" / png.name)
     write_text(dest_dir / "tables.md", "\n".join(parts) + "\n")
     return parts[0][2:]
 
