@@ -10,6 +10,8 @@ One owner for the run-folder layout. A run folder (``jlml train --out DIR``) hol
     metrics.json           the joint feature's record (``jlml_lib.results.records``)
     eval-<kind>/           the records of the other feature kinds (global, local)
     split-NN/              one run per split (``--splits``); DIR/metrics.json is their aggregate
+    seed-NN/               one run per seed (``--seeds``), each possibly with splits; DIR/metrics.json
+                           is the seed aggregate (its own variant: never a split aggregate's cell)
 
 Everything else imports these names instead of spelling them.
 """
@@ -102,11 +104,21 @@ class RunDir:
     def split(self, k: int) -> "RunDir":
         return RunDir(self.path / f"split-{int(k):02d}")
 
+    def seed(self, k: int) -> "RunDir":
+        """One seed's run of a multi-seed run (``--seeds``)."""
+        return RunDir(self.path / f"seed-{int(k):02d}")
+
+    def seeds(self) -> list["RunDir"]:
+        return [RunDir(p) for p in sorted(self.path.glob("seed-[0-9][0-9]")) if p.is_dir()]
+
     def splits(self) -> list["RunDir"]:
         """The split runs of a multi-split run, in split order (empty for a single run)."""
         return [RunDir(p) for p in sorted(self.path.glob("split-[0-9][0-9]")) if p.is_dir()]
 
     def first_run(self) -> "RunDir":
-        """The run itself, or its first split: where a single model's log and checkpoint are."""
+        """The run itself, or its first seed / split: where a single model's log and checkpoint are."""
+        seeds = self.seeds()
+        if seeds:
+            return seeds[0].first_run()
         splits = self.splits()
         return splits[0] if splits else self

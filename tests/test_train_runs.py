@@ -38,7 +38,8 @@ def test_splits_ablation_tags_and_records(tmp_path):
     assert agg["metrics"]["rank1"] == pytest.approx((s0 + s1) / 2)
     assert agg["metrics"]["num_splits"] == 2 and agg["extra"]["splits"] == [0, 1]
     # the ablation switches are the record's variant: the tables find rows by it
-    assert agg["variant"] == {"feature": "joint", "loss": "uni", "shared_conv1": True, "sfl": False}
+    assert agg["variant"] == {"feature": "joint", "loss": "uni", "shared_conv1": True, "sfl": False,
+                              "feature_layer": "bn", "aggregate": "none"}
     glob = read_metrics(tmp_path / "eval-global")
     assert glob["variant"]["feature"] == "global" and glob["metrics"]["num_splits"] == 2
     assert summary["metrics"]["joint"]["rank1"] == agg["metrics"]["rank1"]
@@ -106,3 +107,22 @@ def test_imagenet_pretraining_reports_val_top1_not_a_record(tmp_path):
     ck = torch.load(tmp_path / "checkpoints" / "final.pt", weights_only=True)
     assert ck["model"]["global_classifier.weight"].shape[0] == ck["num_classes"] == n_classes > 1
     assert ck["config"]["lr_step"] == 100_000   # Table 4 pre-train step
+
+
+def test_seeds_aggregate_has_its_own_variant(tmp_path):
+    # two seeds: seed-00/, seed-01/, and their mean ± std marked as a seed aggregate
+    args = [f"{k}={v}" for k, v in TINY.items()] + ["synthetic_scale=0.05"]
+    assert train_main(["--dataset", "viper", "--out", str(tmp_path), "--seeds", "0,1", *args]) == 0
+    r0, r1 = (read_metrics(tmp_path / f"seed-{k:02d}") for k in (0, 1))
+    assert (r0["config"]["seed"], r1["config"]["seed"]) == (0, 1)
+    assert r0["variant"]["aggregate"] == "none"
+    agg = read_metrics(tmp_path)
+    assert agg["variant"]["aggregate"] == "seeds" and agg["extra"]["aggregated_over_seeds"] == 2
+    assert agg["metrics"]["num_seeds"] == 2
+    assert agg["metrics"]["rank1"] == pytest.approx((r0["metrics"]["rank1"] + r1["metrics"]["rank1"]) / 2)
+    # a seed aggregate never fills the single-run cell of Table 7
+    from jlml_lib.results.tables import fill, scan_records, table_cells
+
+    cells = fill(table_cells(7), scan_records(tmp_path)[0])
+    used = {c.record["run_id"] for c in cells if getattr(c, "record", None)}
+    assert agg["run_id"] not in used

@@ -24,7 +24,7 @@ from typing import Any, Sequence
 
 from jlml_lib.engine.config import PROFILES, TrainConfig, make_config
 from jlml_lib.engine.loop import NonFiniteLoss
-from jlml_lib.engine.run import run, run_splits
+from jlml_lib.engine.run import run, run_seeds, run_splits
 from jlml_lib.errors import ConfigError, DataError
 
 __all__ = ["build_parser", "config_from_args", "main"]
@@ -46,6 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--iterations", type=int, help="override the profile's iteration count")
     p.add_argument("--resume", action="store_true", help="continue OUT/checkpoints/last.pt")
     p.add_argument("--splits", help="'all' or a comma list: one run per split, then mean ± std")
+    p.add_argument("--seeds", help="comma list: one run per seed in OUT/seed-NN, then mean ± std over seeds "
+                   "(a record of its own, never mixed with a split aggregate)")
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
     return p
@@ -71,8 +73,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.print_config:
             print(json.dumps(cfg.to_dict(), indent=2))
             return 0
+        splits = None
         if args.splits:
             splits = "all" if args.splits == "all" else [int(s) for s in args.splits.split(",")]
+        if args.seeds:
+            seeds = [int(s) for s in args.seeds.split(",")]
+            summary = run_seeds(cfg, args.out, seeds, splits=splits, resume=args.resume)
+        elif splits is not None:
             summary = run_splits(cfg, args.out, splits, resume=args.resume)
         else:
             summary = run(cfg, args.out, resume=args.resume)

@@ -133,7 +133,7 @@ class TrainConfig:
     def variant(self, feature: str | None = None) -> dict[str, Any]:
         """The record's ablation tag (``jlml_lib.results.records``)."""
         return {"feature": feature or self.feature_kinds()[0], "loss": self.head,
-                "shared_conv1": self.shared_conv1, "sfl": self.sfl}
+                "shared_conv1": self.shared_conv1, "sfl": self.sfl, "feature_layer": self.feature_layer}
 
     def build_model(self, num_classes: int) -> JLML:
         """The JLML-ResNet39 these settings describe (``model.ARCH_KEYS``), fresh ID classifiers."""

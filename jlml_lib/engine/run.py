@@ -29,7 +29,10 @@ from jlml_lib.errors import ConfigError, DataError
 from jlml_lib.io import write_json
 from jlml_lib.paths import RunDir
 
-__all__ = ["run", "run_splits", "load_data", "dataset_options"]
+__all__ = ["run", "run_splits", "run_seeds", "load_data", "dataset_options"]
+
+#: the record variant of an aggregate over seeds (a split aggregate has none: Tables 5/7/8's cells)
+SEED_AGGREGATE = {"aggregate": "seeds"}
 
 
 # ---------------------------------------------------------------- data
@@ -291,3 +294,46 @@ def _write_aggregate(cfg: TrainConfig, run: RunDir, summaries: list[dict], split
                          extra={"splits": splits, "aggregated_over": len(splits)})
         out[kind] = agg
     return out
+
+
+# ---------------------------------------------------------------- one run per seed
+def run_seeds(cfg: TrainConfig, out_dir: str | Path, seeds: Sequence[int], *, splits: Sequence[int] | str | None = None,
+              resume: bool = False) -> dict[str, Any]:
+    """One run per seed in ``out_dir/seed-NN`` (each over ``splits`` when given), then their mean,
+    sample std over seeds in ``out_dir`` — a record marked as aggregated over seeds, with its own
+    variant (:data:`SEED_AGGREGATE`) so it never fills a single run's or a split aggregate's cell."""
+    run_dir = RunDir(out_dir)
+    t0 = time.perf_counter()
+    summaries = []
+    for s in seeds:
+        sub, folder = dataclasses.replace(cfg, seed=int(s)), run_dir.seed(s)
+        if resume and folder.summary.exists() and json.loads(folder.summary.read_text()).get("metrics"):
+            summaries.append(json.loads(folder.summary.read_text()))
+        elif splits is not None:
+            summaries.append(run_splits(sub, folder.path, splits, resume=resume))
+        else:
+            summaries.append(run(sub, folder.path, resume=resume))
+    summary: dict[str, Any] = {"seeds": [int(s) for s in seeds]}
+    if cfg.evaluate and summaries and all(s.get("metrics") for s in summaries):
+        first = _first_record(run_dir.seed(seeds[0]))
+        dirs = record_dirs(run_dir.path, cfg.feature_kinds())
+        for kind in cfg.feature_kinds():
+            agg = protocols.aggregate([s["metrics"][kind] for s in summaries], over="seeds")
+            for d in dirs[kind]:
+                write_record(cfg, d, metrics=agg, feature=kind, protocol=first["protocol"], source=first["source"],
+                             wall=time.perf_counter() - t0, device=first["device"], variant_extra=SEED_AGGREGATE,
+                             extra={"seeds": summary["seeds"], "aggregated_over_seeds": len(seeds),
+                                    "splits": summaries[0].get("splits")})
+            summary.setdefault("metrics", {})[kind] = agg
+        write_json(run_dir.summary, summary)
+    return summary
+
+
+def _first_record(run: RunDir) -> dict[str, Any]:
+    """Protocol, source and device of a finished run (its summary, or its first split's)."""
+    for folder in (run, *run.splits()):
+        if folder.summary.exists():
+            s = json.loads(folder.summary.read_text())
+            if "protocol" in s:
+                return {"protocol": s["protocol"], "source": _record_source(s["source"]), "device": s["device"]}
+    raise DataError(f"{run.path}: no finished run (summary.json) to describe the seed aggregate")

@@ -72,20 +72,27 @@ import uuid
 from pathlib import Path
 from typing import Any, Mapping
 
+from jlml_lib import __version__
 from jlml_lib.errors import DataError
 from jlml_lib.io import write_json
-from jlml_lib.model import FEATURE_KINDS, HEADS
+from jlml_lib.model import FEATURE_KINDS, FEATURE_LAYERS, HEADS
 from jlml_lib.paths import METRICS, REPO_ROOT
 
 SCHEMA_VERSION = 1
 KINDS = ("evaluation", "dataset_stats", "complexity")
 SOURCES = ("real", "synthetic")
-DEFAULT_VARIANT: dict[str, Any] = {"feature": "joint", "loss": "multi", "shared_conv1": True, "sfl": True}
+# A run kind added later (feature layer, seed aggregate, ...) gets its own key here with a default
+# equal to what every earlier record was, so old records keep their cells and new kinds never
+# take a cell that is not theirs.
+DEFAULT_VARIANT: dict[str, Any] = {"feature": "joint", "loss": "multi", "shared_conv1": True, "sfl": True,
+                                   "feature_layer": "bn", "aggregate": "none"}
 VARIANT_CHOICES: dict[str, tuple] = {
     "feature": FEATURE_KINDS,
     "loss": HEADS,
     "shared_conv1": (True, False),
     "sfl": (True, False),
+    "feature_layer": FEATURE_LAYERS,     # issue 11: Linear→BN→ReLU ("bn", every record before) or "plain"
+    "aggregate": ("none", "seeds"),      # "seeds": mean over --seeds runs (a split mean stays "none")
 }
 #: a dataset_stats record's metrics: Table 2's columns (the tables read them from here)
 STATS_KEYS = ("cams", "ids", "train_ids", "test_ids", "labelled", "detected")
@@ -112,8 +119,6 @@ def git_state(cwd: str | os.PathLike | None = None) -> dict[str, Any]:
 
 
 def library_versions() -> dict[str, str | None]:
-    from jlml_lib import __version__
-
     out: dict[str, str | None] = {"python": platform.python_version(), "jlml_lib": __version__}
     for name in ("torch", "torchvision", "numpy"):
         try:
@@ -137,7 +142,7 @@ def _cpu_model() -> str:
 def hardware_description() -> dict[str, Any]:
     """CPU model and core count, CUDA device names; deliberately no hostname."""
     cuda: list[str] = []
-    try:
+    try:  # imported here: a broken CUDA/torch install must not stop a record from being written
         import torch
 
         if torch.cuda.is_available():
