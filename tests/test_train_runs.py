@@ -60,6 +60,8 @@ def test_init_chain_and_cli(tmp_path, capsys):
                        *args]) == 0
     rec = read_metrics(ft)
     assert rec["dataset"] == "grid" and rec["extra"]["init"].endswith("final.pt")
+    # issue 11: the trained model's group-sparsity statistics sit beside the metrics
+    assert 0.0 <= rec["selection"]["wg_col_l2_hoyer"] <= 1.0 and rec["selection"]["wl_stripes_90_mean"] >= 0
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert out["source"] == "synthetic" and 0.0 <= out["metrics"]["rank1"] <= 1.0
     # a missing --init file: exit code 2 and the file named

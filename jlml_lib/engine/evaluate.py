@@ -96,8 +96,10 @@ def classification_accuracy(cfg: TrainConfig, model: nn.Module, items, device: t
 
 
 def write_record(cfg: TrainConfig, out_dir: Path, *, metrics: dict, feature: str, protocol: str,
-                 source: str, wall: float, device: str, extra: dict, variant_extra: dict | None = None) -> Path:
+                 source: str, wall: float, device: str, extra: dict, variant_extra: dict | None = None,
+                 selection: dict | None = None) -> Path:
     """One metrics.json; ``variant_extra`` adds a run kind's own variant key (e.g. seed aggregates)."""
     return write_metrics(out_dir, metrics=metrics, config=cfg.to_dict(), dataset=record_dataset_name(cfg),
                          source=source, profile=cfg.profile, protocol=protocol, wall_time_s=wall,
-                         device=device, extra=extra, variant={**cfg.variant(feature), **(variant_extra or {})})
+                         device=device, extra=extra, variant={**cfg.variant(feature), **(variant_extra or {})},
+                         selection=selection)

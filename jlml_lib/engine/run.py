@@ -16,7 +16,7 @@ from typing import Any, Callable, Sequence
 
 from torch import nn
 
-from jlml_lib import protocols
+from jlml_lib import protocols, selection
 from jlml_lib.data import ReidDataset, load_dataset, resolve_root
 from jlml_lib.data.combined import COMBINED, COMBINED_PARTS
 from jlml_lib.engine.checkpoint import load_checkpoint, load_init_weights, save_final
@@ -227,6 +227,8 @@ def _finish(cfg: TrainConfig, run: RunDir, ds: ReidDataset, source: str, result:
                                                           resolve_device(cfg, info))
     wall = time.perf_counter() - t_start
     summary["wall_time_s"] = wall
+    # what Eqs. 1-2 did to W_G / W_L (issue 11), next to the accuracy in every record
+    summary["selection"] = sel = selection.summary(result.model)
     dirs = record_dirs(run.path, list(metrics))
     record_source = _record_source(source)
     for kind, m in metrics.items():
@@ -236,7 +238,7 @@ def _finish(cfg: TrainConfig, run: RunDir, ds: ReidDataset, source: str, result:
                          extra={"split": ds.split, "num_splits": ds.num_splits, "iterations": result.iteration,
                                 "init": init_path, "init_source": _init_source(init_path),
                                 "components": components(ds), "mixed_sources": source == "mixed",
-                                "eval_normalize": cfg.eval_normalize})
+                                "eval_normalize": cfg.eval_normalize}, selection=sel)
     summary["metrics"] = metrics
     write_json(run.summary, summary)
     return summary

@@ -223,8 +223,11 @@ def _check_record(rec: Mapping[str, Any], where: str) -> None:
 def write_metrics(out_dir: str | os.PathLike, *, metrics: dict, config: dict, dataset: str,
                   source: str, profile: str, protocol: str, wall_time_s: float, device: str,
                   extra: dict | None = None, variant: dict | None = None,
-                  kind: str = "evaluation") -> Path:
-    """Write ``out_dir/metrics.json`` atomically, with provenance; returns its path."""
+                  kind: str = "evaluation", selection: dict | None = None) -> Path:
+    """Write ``out_dir/metrics.json`` atomically, with provenance; returns its path.
+
+    ``selection`` (optional, since issue 11): the group-sparsity statistics of the trained
+    model's feature layers (:func:`jlml_lib.selection.summary`), stored beside the metrics."""
     path = Path(out_dir) / METRICS
     now = _dt.datetime.now(_dt.timezone.utc)
     record = {
@@ -246,6 +249,8 @@ def write_metrics(out_dir: str | os.PathLike, *, metrics: dict, config: dict, da
         "versions": library_versions(),
         "hardware": hardware_description(),
     }
+    if selection is not None:
+        record["selection"] = dict(selection)
     # validate before writing: a bad record is refused here, not discovered by `jlml tables`
     _check_record(json.loads(json.dumps(record, default=str)), f"{path} (not written)")
     return write_json(path, record)
