@@ -5,8 +5,9 @@
 2, 5–13, ``table<N>.csv`` and ``table<N>.md`` listing the cells our code can reproduce (JLML's
 rows; every row of Tables 2 and 13) with the paper's value, ours, Δ = ours − paper and the
 source of ours. Δ is given for real data only (design §8): beside the paper, a number measured
-on the synthetic stand-in checks the code path, and a difference to the paper would mean nothing. ``index.md`` lists every record and what it filled. Competitor rows stay in
-``results/paper/``. Nothing here is typed by hand: a cell with no matching record says "no run".
+on the synthetic stand-in checks the code path, and a difference to the paper would mean nothing.
+``index.md`` lists every record and what it filled. Competitor rows stay in ``results/paper/``.
+Nothing here is typed by hand: a cell with no matching record says "no run".
 
 Cell rules: when several records fill a cell the newest (``created``) wins and the source says
 "newest of N" — except that a record averaging more splits (``extra.aggregated_over``) wins over

@@ -18,6 +18,10 @@ from IPython.display import HTML, display
 from jlml_lib.errors import ConfigError
 from jlml_lib.paths import NOTEBOOKS, REPO_ROOT, in_repo
 
+#: the values of the notebooks' ``profile`` parameter (and `jlml workbook --profile`): the quick
+#: CPU run, or Table 4's settings
+PROFILES = ("smoke", "paper")
+
 # names IPython puts in a kernel's namespace by itself
 _KERNEL_NAMES = {"In", "Out", "get_ipython", "exit", "quit", "open"}
 

@@ -26,7 +26,7 @@ from typing import Any
 from jlml_lib.errors import ConfigError
 from jlml_lib.paths import EXECUTED, IMAGENET_STAGE, RUNS, TABLES, RunDir, repo_root
 from jlml_lib.results.tables import build_tables
-from jlml_lib.workbook.notebook import declared_parameters, notebook_dir
+from jlml_lib.workbook.notebook import PROFILES, declared_parameters, notebook_dir
 
 #: the workbook, in the order it runs
 NOTEBOOKS: tuple[str, ...] = (
@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="jlml workbook", description=__doc__.split("\n")[0])
     p.add_argument("--only", nargs="+", metavar="NN", help="run only these notebooks (prefixes, e.g. 02 05)")
     p.add_argument("--from", dest="start", metavar="NN", help="start at this notebook")
-    p.add_argument("--profile", choices=("smoke", "paper"), help="training profile (default: each notebook's)")
+    p.add_argument("--profile", choices=PROFILES, help="training profile (default: each notebook's)")
     p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: each notebook's)")
     p.add_argument("--nproc", type=int, help="processes per training run (torchrun); GPUs on one machine")
     p.add_argument("--data-root", action="append", default=[], metavar="NAME=PATH",

@@ -27,10 +27,7 @@ from jlml_lib.results.plots import plot_ranked_lists
 from jlml_lib.results.runs import records_under
 from jlml_lib.results.tables import build_tables, cells_frame, fill, table_cells
 from jlml_lib.workbook.launch import train
-from jlml_lib.workbook.notebook import synthetic_banner
-
-#: the notebooks' ``profile`` parameter: the quick CPU run, or Table 4's settings
-PROFILES = ("smoke", "paper")
+from jlml_lib.workbook.notebook import PROFILES, synthetic_banner
 
 #: Tables 9–12: the switches of each variant trained on Market-1501 (every other setting as JLML).
 #: Table 9 needs no extra model: it evaluates the full model's global, local and joint features.
