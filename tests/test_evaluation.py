@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from jlml_lib.errors import ConfigError, DataError
-from jlml_lib.evaluation import pairwise_distances, rank_metrics
+from jlml_lib.evaluation import RankMetrics, pairwise_distances, query_key, rank_metrics
 
 
 # --------------------------------------------------------------------------- plain reference
@@ -68,6 +68,19 @@ def reference(dist, qp, gp, qc, gc, ap="official", max_rank=50, junk_pids=(-1,))
     return cmc, float(np.mean(aps)), len(aps)
 
 
+def reference_inp(dist, qp, gp, qc, gc, junk_pids=(-1,)):
+    """INP per query (Ye et al. TPAMI 2021; their ``eval_market1501``): in the ranking without junk,
+    the number of good images over the 1-based position of the last one; NaN without one."""
+    dist = np.asarray(dist, dtype=np.float64)
+    out = []
+    for i in range(dist.shape[0]):
+        kept = [j for j in np.argsort(dist[i], kind="stable")
+                if not ((gp[j] == qp[i] and gc[j] == qc[i]) or gp[j] in junk_pids)]
+        hits = [n for n, j in enumerate(kept) if gp[j] == qp[i]]  # kept same-pid = other camera
+        out.append(len(hits) / (hits[-1] + 1) if hits else np.nan)
+    return np.array(out)
+
+
 def assert_same(res, ref):
     cmc, mAP, n = ref
     np.testing.assert_allclose(res.cmc, cmc, rtol=0, atol=1e-12)
@@ -93,6 +106,8 @@ def test_junk_is_skipped_and_distractors_are_negatives():
     std = _one(*args, ap="standard", max_rank=6)
     assert std.mAP == pytest.approx(0.5, abs=1e-15)
     np.testing.assert_array_equal(std.cmc, [0, 1, 1, 1, 1, 1])
+    # mINP: 2 good images, the last at non-junk rank 4 -> 2/4, in both modes
+    assert off.mINP == 0.5 and std.mINP == 0.5
 
 
 def test_ties_follow_gallery_order():
@@ -106,6 +121,39 @@ def test_ties_follow_gallery_order():
     r = _one([1.0, 1.0], [1, 2], [1, 1], max_rank=2)
     assert r.mAP == 1.0
     np.testing.assert_array_equal(r.cmc, [1, 1])
+
+
+def test_minp_by_hand():
+    # q0 (pid 1, cam 0): ranking #0 good, #1 negative, #2 good, #3 pid -1 junk, #4 good -> non-junk
+    #   ranks 1, 3, 4 -> INP 3/4. q1 (pid 2, cam 0): #3 junk, #1 same camera (junk), #0 negative,
+    #   #2 negative, #4 negative -> no good image: left out of mINP (its AP counts as 0 officially).
+    # q2 (pid 3, cam 1): its one good image (#1 below is pid 3, cam 0) at rank 1 -> INP 1.
+    # mINP = (3/4 + 1) / 2 = 7/8.
+    d = np.array([[0.1, 0.2, 0.3, 0.35, 0.4], [0.3, 0.2, 0.4, 0.1, 0.5], [0.9, 0.1, 0.5, 0.2, 0.3]])
+    gp, gc = [1, 2, 1, -1, 1], [1, 0, 2, 1, 1]
+    gp2 = [1, 3, 1, -1, 1]  # the same gallery but #1 is pid 3 for q2's sake
+    r = rank_metrics(d, [1, 2, 3], gp2, [0, 0, 1], gc, max_rank=5)
+    np.testing.assert_allclose(r.query_inp, [0.75, np.nan, 1.0])
+    assert r.mINP == pytest.approx(7 / 8, abs=1e-15)
+    assert rank_metrics(d, [1, 2, 3], gp2, [0, 0, 1], gc, ap="standard", max_rank=5).mINP == pytest.approx(7 / 8)
+    # every good image first -> INP 1 for each query, whatever comes after
+    r = rank_metrics(np.array([[0.1, 0.2, 0.9]]), [1], [1, 1, 2], [0], [1, 1, 1], max_rank=3)
+    assert r.mINP == 1.0
+    # the query whose pid is junk (MATLAB's degenerate case above) has no non-junk good image;
+    # q1 (pid 5): negative #0 at 0.1, then its good #1 -> 1/2
+    r = rank_metrics(np.array([[0.2, 0.1, 0.3], [0.1, 0.5, 0.9]]), [-1, 5], [7, 5, -1], [0, 0], [1, 1, 1], max_rank=3)
+    np.testing.assert_allclose(r.query_inp, [np.nan, 0.5])
+    assert r.mINP == 0.5
+
+
+def test_query_key_pairs_identical_query_lists_only():
+    d = np.array([[0.1, 0.5], [0.9, 0.2]])
+    a = rank_metrics(d, [1, 3], [1, 3], [0, 0], [1, 1])
+    b = rank_metrics(d[:, ::-1], [1, 3], [3, 1], [0, 0], [1, 1])  # another gallery, same queries
+    assert a.query_key == b.query_key == query_key([1, 3], [0, 0]) and len(a.query_key) == 16
+    others = {query_key([3, 1], [0, 0]), query_key([1, 3], [0, 1]), query_key([1, 3, 3], [0, 0, 0]), query_key([1], [0])}
+    assert a.query_key not in others and len(others) == 4
+    assert rank_metrics(d, [1, 3], [1, 3], [0, 0], [1, 1], ap="standard").query_key == a.query_key
 
 
 def test_query_without_match_counts_as_zero_only_officially():
@@ -200,9 +248,14 @@ def test_fast_path_equals_plain_reference(prob, ap, chunk):
             rank_metrics(d, qp, gp, qc, gc, ap=ap, max_rank=10, chunk=chunk)
         return
     ref = reference(d, qp, gp, qc, gc, ap=ap, max_rank=10)
+    inp = reference_inp(d, qp, gp, qc, gc)
     for method in ("buckets", "sort"):
         res = rank_metrics(d, qp, gp, qc, gc, ap=ap, max_rank=10, chunk=chunk, _method=method)
         assert_same(res, ref)
+        np.testing.assert_allclose(res.query_inp, inp, rtol=0, atol=1e-15)
+        assert (res.mINP is None) == bool(np.isnan(inp).all())
+        if res.mINP is not None:
+            assert abs(res.mINP - np.nanmean(inp)) <= 1e-12
         assert 0.0 <= res.mAP <= 1.0
         assert np.all(np.diff(res.cmc) >= 0) and 0 <= res.cmc[0] and res.cmc[-1] <= 1
 
@@ -293,6 +346,10 @@ def test_result_helpers():
     r = _one([0.1, 0.2], [0, 1], [1, 1], max_rank=20)
     d = r.to_dict()
     assert d["rank1"] == 0.0 and d["rank5"] == 1.0 and d["ap"] == "official" and len(d["cmc"]) == 20
+    assert d["mINP"] == 0.5 and d["query_key"] == query_key([1], [0])
+    # results without the optional fields (made before they existed) give the older keys only
+    old = RankMetrics(cmc=r.cmc, mAP=r.mAP, num_queries=1, ap="official", query_ap=r.query_ap, first_rank=r.first_rank)
+    assert set(d) - set(old.to_dict()) == {"mINP", "query_key"}
     assert r.rank(2) == 1.0
     with pytest.raises(ConfigError):
         r.rank(21)
