@@ -1,4 +1,4 @@
-"""Per-dataset test protocols on top of :func:`jlml_lib.evaluation.rank_metrics` (paper §3, Table 2).
+"""Per-dataset test protocols on top of :func:`jlml_lib.evaluation.rank_metrics_from_features` (paper §3, Table 2).
 
 Each protocol has a ``*_features`` function that works on precomputed features (the seam the
 tests use, and what a notebook uses to re-score saved features); :func:`evaluate` extracts the
@@ -28,7 +28,11 @@ Protocols (choices the paper leaves open are stated here and recorded in every r
     part (the classic protocol; for VIPeR query and gallery cameras differ anyway). Splits are
     averaged by :func:`aggregate`.
 
-Distances: L2 on the chosen feature (``kind``, default the 1,024-D joint feature, §2.3).
+Distances: L2 on the chosen feature (``kind``, default the 1,024-D joint feature, §2.3), ranked
+from the features in blocks (:func:`~jlml_lib.evaluation.rank_metrics_from_features`: the result
+of the dense matrix without it). ``rerank``: ``None`` (the paper's plain distances) or k-reciprocal
+re-ranking options (:func:`jlml_lib.reranking.rerank_options`; beyond the paper), recorded in the
+result as ``rerank``; for CUHK03-classic it re-ranks within each drawn gallery.
 """
 
 from __future__ import annotations
@@ -40,7 +44,8 @@ import numpy as np
 import torch
 
 from jlml_lib.errors import ConfigError, DataError
-from jlml_lib.evaluation import AP_MODES, pairwise_distances, rank_metrics
+from jlml_lib.evaluation import AP_MODES, rank_metrics_from_features
+from jlml_lib.reranking import rerank_options
 
 PROTOCOLS = ("market1501", "cuhk03-classic", "cuhk03-new", "viper", "grid")
 CLASSIC_DRAWS = 10  # Li et al. 2014 single-shot: 10 random gallery draws per split
@@ -79,21 +84,30 @@ def _unpack(name: str, fs: FeatureSet) -> tuple[torch.Tensor, np.ndarray, np.nda
     return f, p, c
 
 
-def _result(protocol: str, m, **extra: Any) -> dict[str, Any]:
+def _result(protocol: str, m, rerank: Any = None, **extra: Any) -> dict[str, Any]:
     out = {"protocol": protocol}
     out.update(m.to_dict())
+    if rerank is not None:
+        out["rerank"] = rerank_options(rerank)
     out.update(extra)
     return out
 
 
+def _rerank(rerank: Any) -> Any:
+    """``None`` or the checked options (an error here, before any work)."""
+    return None if rerank is None or rerank is False else rerank_options(rerank)
+
+
 def market_rules_features(
-    protocol: str, query: FeatureSet, gallery: FeatureSet, *, ap: str = "official", max_rank: int = 50
+    protocol: str, query: FeatureSet, gallery: FeatureSet, *, ap: str = "official", max_rank: int = 50,
+    rerank: Any = None,
 ) -> dict[str, Any]:
     """Every query against the whole gallery with the Market-1501 rules (single query)."""
     qf, qp, qc = _unpack(f"{protocol} query", query)
     gf, gp, gc = _unpack(f"{protocol} gallery", gallery)
-    m = rank_metrics(pairwise_distances(qf, gf), qp, gp, qc, gc, ap=ap, max_rank=max_rank)
-    return _result(protocol, m, num_gallery=len(gp))
+    rerank = _rerank(rerank)
+    m = rank_metrics_from_features(qf, gf, qp, gp, qc, gc, ap=ap, max_rank=max_rank, rerank=rerank)
+    return _result(protocol, m, rerank, num_gallery=len(gp))
 
 
 def multi_query_features(query: FeatureSet, gt_bbox: FeatureSet) -> tuple[torch.Tensor, int]:
@@ -129,33 +143,36 @@ def market1501_features(
     ap: str = "official",
     max_rank: int = 50,
     gt_bbox: FeatureSet | None = None,
+    rerank: Any = None,
 ) -> dict[str, Any]:
     """Market-1501 single query, and multi-query when ``gt_bbox`` features are given.
 
     Returns the single-query metrics at the top level (the paper's headline numbers) and as
     ``single_query``, and the multi-query ones as ``multi_query``.
     """
-    sq = market_rules_features("market1501-single-query", query, gallery, ap=ap, max_rank=max_rank)
+    sq = market_rules_features("market1501-single-query", query, gallery, ap=ap, max_rank=max_rank, rerank=rerank)
     out: dict[str, Any] = {k: v for k, v in sq.items() if k != "protocol"}
     out = {"protocol": "market1501", **out, "single_query": sq}
     if gt_bbox is not None and len(gt_bbox[1]) > 0:
         mqf, fallbacks = multi_query_features(query, gt_bbox)
         _, qp, qc = _unpack("market1501 query", query)
-        mq = market_rules_features("market1501-multi-query", (mqf, qp, qc), gallery, ap=ap, max_rank=max_rank)
+        mq = market_rules_features("market1501-multi-query", (mqf, qp, qc), gallery, ap=ap, max_rank=max_rank,
+                                   rerank=rerank)
         mq["mq_fallbacks"] = fallbacks
         out["multi_query"] = mq
     return out
 
 
 def single_shot_features(
-    protocol: str, query: FeatureSet, gallery: FeatureSet, *, ap: str = "official", max_rank: int = 50
+    protocol: str, query: FeatureSet, gallery: FeatureSet, *, ap: str = "official", max_rank: int = 50,
+    rerank: Any = None,
 ) -> dict[str, Any]:
     """VIPeR / GRID single-shot CMC: every probe against the whole gallery, cameras ignored."""
     qf, qp, _ = _unpack(f"{protocol} query", query)
     gf, gp, _ = _unpack(f"{protocol} gallery", gallery)
     # distinct camera ids for the two sides: no same-camera junk, the true match always counts
     return market_rules_features(f"{protocol}-single-shot", (qf, qp, np.zeros(len(qp), np.int64)),
-                                 (gf, gp, np.ones(len(gp), np.int64)), ap=ap, max_rank=max_rank)
+                                 (gf, gp, np.ones(len(gp), np.int64)), ap=ap, max_rank=max_rank, rerank=rerank)
 
 
 def _single_shot_draw(gp: np.ndarray, gc: np.ndarray, qp: np.ndarray, qc: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -178,21 +195,23 @@ def cuhk03_classic_features(
     max_rank: int = 50,
     num_draws: int = CLASSIC_DRAWS,
     seed: int = 0,
+    rerank: Any = None,
 ) -> dict[str, Any]:
     """CUHK03 classic single-shot: ``num_draws`` seeded one-image-per-id galleries, averaged."""
     if not isinstance(num_draws, int) or num_draws < 1:
         raise ConfigError(f"cuhk03-classic: num_draws must be a positive integer, got {num_draws!r}")
     qf, qp, qc = _unpack("cuhk03 query", query)
     gf, gp, gc = _unpack("cuhk03 gallery", gallery)
-    dist = pairwise_distances(qf, gf)
+    rerank = _rerank(rerank)
     rng = np.random.default_rng(seed)
     draws = []
     for _ in range(num_draws):
         sel = _single_shot_draw(gp, gc, qp, qc, rng)
         if len(sel) == 0:
             raise DataError("cuhk03-classic: no gallery image lies in a camera other than its queries'")
-        m = rank_metrics(dist[:, sel], qp, gp[sel], qc, gc[sel], ap=ap, max_rank=max_rank)
-        draws.append(_result("cuhk03-classic-single-shot", m, num_gallery=len(sel)))
+        m = rank_metrics_from_features(qf, gf[torch.from_numpy(sel)], qp, gp[sel], qc, gc[sel], ap=ap,
+                                       max_rank=max_rank, rerank=rerank)
+        draws.append(_result("cuhk03-classic-single-shot", m, rerank, num_gallery=len(sel)))
     out = aggregate(draws, over="draws")
     out["seed"] = int(seed)
     return out
@@ -208,18 +227,21 @@ def evaluate_features(
     seed: int = 0,
     gt_bbox: FeatureSet | None = None,
     num_draws: int = CLASSIC_DRAWS,
+    rerank: Any = None,
 ) -> dict[str, Any]:
     """Dispatch on a ``ReidDataset.protocol`` name with precomputed ``(features, pids, camids)``."""
     if ap not in AP_MODES:
         raise ConfigError(f"ap must be one of {AP_MODES}, got {ap!r}")
+    rerank = _rerank(rerank)
     if protocol == "market1501":
-        return market1501_features(query, gallery, ap=ap, max_rank=max_rank, gt_bbox=gt_bbox)
+        return market1501_features(query, gallery, ap=ap, max_rank=max_rank, gt_bbox=gt_bbox, rerank=rerank)
     if protocol == "cuhk03-classic":
-        return cuhk03_classic_features(query, gallery, ap=ap, max_rank=max_rank, num_draws=num_draws, seed=seed)
+        return cuhk03_classic_features(query, gallery, ap=ap, max_rank=max_rank, num_draws=num_draws, seed=seed,
+                                       rerank=rerank)
     if protocol == "cuhk03-new":
-        return market_rules_features("cuhk03-new", query, gallery, ap=ap, max_rank=max_rank)
+        return market_rules_features("cuhk03-new", query, gallery, ap=ap, max_rank=max_rank, rerank=rerank)
     if protocol in ("viper", "grid"):
-        return single_shot_features(protocol, query, gallery, ap=ap, max_rank=max_rank)
+        return single_shot_features(protocol, query, gallery, ap=ap, max_rank=max_rank, rerank=rerank)
     raise ConfigError(f"no test protocol for {protocol!r}; known: {PROTOCOLS}")
 
 
@@ -237,13 +259,14 @@ def evaluate(
     max_rank: int = 50,
     num_draws: int = CLASSIC_DRAWS,
     workers: int = 0,
+    rerank: Any = None,
 ) -> dict[str, Any]:
     """Evaluate ``model`` on one split of ``dataset`` with the protocol ``dataset.protocol`` names.
 
     Returns a JSON-ready dict: ``protocol``, ``ap``, ``cmc`` (list), ``rank1/5/10/20``, ``mAP``,
     ``num_queries`` (plus ``single_query``/``multi_query`` for Market-1501 and the draw average
     for CUHK03-classic), and the settings used (``dataset``, ``split``, ``source``, ``kind``,
-    ``flip``).
+    ``flip``, and ``rerank`` when re-ranking was asked for).
     """
     from jlml_lib.data import build_loader  # lazy: the data package pulls in PIL/h5py
     from jlml_lib.features import extract_features
@@ -266,7 +289,8 @@ def evaluate(
     if protocol == "market1501" and dataset.extras.get("gt_bbox"):
         bbox = feats(dataset.extras["gt_bbox"], "gt_bbox")
     out = evaluate_features(
-        protocol, query, gallery, ap=ap, max_rank=max_rank, seed=seed, gt_bbox=bbox, num_draws=num_draws
+        protocol, query, gallery, ap=ap, max_rank=max_rank, seed=seed, gt_bbox=bbox, num_draws=num_draws,
+        rerank=rerank,
     )
     out.update(
         dataset=dataset.name, split=dataset.split, source=getattr(dataset, "source", None), kind=kind, flip=bool(flip)
@@ -275,7 +299,7 @@ def evaluate(
 
 
 # --------------------------------------------------------------------------- aggregation
-_SETTINGS = ("protocol", "ap", "kind", "flip", "dataset", "source")
+_SETTINGS = ("protocol", "ap", "kind", "flip", "dataset", "source", "rerank")
 
 
 def aggregate(results: Sequence[Mapping[str, Any]], *, over: str = "splits") -> dict[str, Any]:

@@ -17,7 +17,9 @@ from torch import nn
 from jlml_lib import protocols
 from jlml_lib.data import ReidDataset, build_loader
 from jlml_lib.errors import ConfigError, DataError
+from jlml_lib.evaluation import pairwise_distances, rank_metrics
 from jlml_lib.features import extract_features
+from jlml_lib.reranking import k_reciprocal
 
 
 def fs(feats, pids, cams):
@@ -128,6 +130,63 @@ def test_unknown_protocol_and_bad_features():
         protocols.evaluate_features("viper", (torch.zeros(2, 3), np.array([1]), np.array([0])), q)
     with pytest.raises(ConfigError, match="ap must be"):
         protocols.evaluate_features("viper", q, q, ap="x")
+
+
+# --------------------------------------------------------------------------- streamed = dense, re-ranking
+def _random_split(seed=0, nq=30, ng=200, dim=12):
+    """Market-1501-like labels (junk -1, distractors 0, several cameras) and identity-clustered features."""
+    rng = np.random.default_rng(seed)
+    qp, qc = rng.integers(1, 15, nq), rng.integers(0, 4, nq)
+    gp = np.concatenate([rng.integers(1, 15, ng - 20), np.zeros(10, int), -np.ones(10, int)])
+    gc = rng.integers(0, 4, ng)
+    centres = rng.normal(size=(15, dim))
+    qf = torch.from_numpy((centres[qp] + rng.normal(size=(nq, dim))).astype(np.float32))
+    gf = torch.from_numpy((centres[np.abs(gp)] + rng.normal(size=(ng, dim))).astype(np.float32))
+    return (qf, qp, qc), (gf, gp, gc), rng
+
+
+def _same(result, m):
+    assert result["cmc"] == pytest.approx(list(m.cmc), abs=0) and result["mAP"] == pytest.approx(m.mAP, abs=1e-12)
+    assert result["mINP"] == pytest.approx(m.mINP, abs=1e-12) and result["query_key"] == m.query_key
+
+
+def test_protocols_give_what_the_dense_matrix_gave():
+    # no behaviour change: every protocol, from features in blocks = rank_metrics on the full matrix
+    (qf, qp, qc), (gf, gp, gc), rng = _random_split()
+    bf = qf + 0.1 * torch.from_numpy(rng.normal(size=tuple(qf.shape)).astype(np.float32))
+    r = protocols.evaluate_features("market1501", (qf, qp, qc), (gf, gp, gc), gt_bbox=(bf, qp, qc))
+    _same(r["single_query"], rank_metrics(pairwise_distances(qf, gf), qp, gp, qc, gc))
+    mqf, _ = protocols.multi_query_features((qf, qp, qc), (bf, qp, qc))
+    _same(r["multi_query"], rank_metrics(pairwise_distances(mqf, gf), qp, gp, qc, gc))
+    _same(protocols.evaluate_features("cuhk03-new", (qf, qp, qc), (gf, gp, gc), ap="standard"),
+          rank_metrics(pairwise_distances(qf, gf), qp, gp, qc, gc, ap="standard"))
+    grid = protocols.evaluate_features("grid", (qf, qp, qc), (gf, gp, gc))
+    _same(grid, rank_metrics(pairwise_distances(qf, gf), qp, gp, np.zeros(len(qp)), np.ones(len(gp))))
+    # CUHK03 classic: the same seeded draws, each ranked on the dense matrix's columns
+    classic = protocols.evaluate_features("cuhk03-classic", (qf, qp, qc), (gf, gp, gc), seed=5, num_draws=4)
+    d, draw_rng, maps = pairwise_distances(qf, gf), np.random.default_rng(5), []
+    for _ in range(4):
+        sel = protocols._single_shot_draw(gp, gc, qp, qc, draw_rng)
+        maps.append(rank_metrics(d[:, sel], qp, gp[sel], qc, gc[sel]).mAP)
+    assert classic["mAP"] == pytest.approx(np.mean(maps), abs=1e-12)
+    assert classic["mAP_std"] == pytest.approx(np.std(maps, ddof=1), abs=1e-12)
+
+
+def test_rerank_is_recorded_and_kept_apart():
+    query, gallery, _ = _random_split(1)
+    (qf, qp, qc), (gf, gp, gc) = query, gallery
+    r = protocols.evaluate_features("cuhk03-new", query, gallery, rerank={"k1": 5})
+    assert r["rerank"] == {"k1": 5, "k2": 6, "lambda_value": 0.3}
+    _same(r, rank_metrics(k_reciprocal(qf, gf, k1=5), qp, gp, qc, gc))
+    plain = protocols.evaluate_features("cuhk03-new", query, gallery)
+    assert "rerank" not in plain and plain["mAP"] != r["mAP"]
+    with pytest.raises(DataError, match="disagree on 'rerank'"):
+        protocols.aggregate([r, plain])
+    assert protocols.aggregate([r, r])["rerank"] == r["rerank"]
+    mk = protocols.evaluate_features("market1501", query, gallery, gt_bbox=query, rerank=True)
+    assert mk["single_query"]["rerank"] == mk["multi_query"]["rerank"] == mk["rerank"] == {"k1": 20, "k2": 6, "lambda_value": 0.3}
+    with pytest.raises(ConfigError, match="k1 must be"):
+        protocols.evaluate_features("grid", query, gallery, rerank={"k1": 0})
 
 
 # --------------------------------------------------------------------------- aggregation
