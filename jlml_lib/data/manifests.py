@@ -22,8 +22,9 @@ from typing import Any
 import numpy as np
 
 from jlml_lib.errors import ConfigError, DataError
+from jlml_lib.paths import REPO_ROOT
 
-MANIFEST_DIR = Path(__file__).resolve().parents[2] / "data_manifests"
+MANIFEST_DIR = REPO_ROOT / "data_manifests"
 VIPER_SPLIT_SEED = 20170819  # IJCAI 2017's opening day; any fixed value would do
 VIPER_NUM_SPLITS = 10
 

@@ -16,8 +16,10 @@ from typing import Any
 import numpy as np
 
 from jlml_lib.data.base import ReidDataset, load_dataset
+from jlml_lib.paths import PAPER, REPO_ROOT
+from jlml_lib.results.records import STATS_KEYS
 
-PAPER_TABLE2 = Path(__file__).resolve().parents[2] / "results" / "paper" / "table2.csv"
+PAPER_TABLE2 = REPO_ROOT / PAPER / "table2.csv"
 BANNER = ("SYNTHETIC DATA: {names} {verb} procedurally generated stand-ins written in the "
           "original formats. Every number below describes the synthetic copies, not the real "
           "datasets; pass the *_root parameters to use real data.")
@@ -64,7 +66,7 @@ def table2(rows: list[dict[str, Any]]):
     import pandas as pd
 
     paper = paper_table2()
-    cols = ["cams", "ids", "train_ids", "test_ids", "labelled", "detected"]
+    cols = list(STATS_KEYS)
     out = []
     for r in rows:
         p = paper.get(r["dataset_key"])

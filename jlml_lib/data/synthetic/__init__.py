@@ -23,11 +23,11 @@ from pathlib import Path
 from typing import Callable
 
 from jlml_lib.errors import ConfigError
+from jlml_lib.data.base import MARKER  # noqa: F401  (one owner: data.base; re-exported)
 from jlml_lib.io import write_json
 
 GENERATOR = "jlml_lib.data.synthetic"
 VERSION = 1  # bump when the output of a given (name, scale, seed) changes
-MARKER = "JLML_SYNTHETIC.json"
 
 
 def _writers() -> dict[str, Callable[..., Path]]:
