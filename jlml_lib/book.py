@@ -77,33 +77,29 @@ def _md_cell_text(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
-def provenance_note(nb: Any) -> str:
+def provenance_note(nb: Any, nn: str) -> str:
     """A MyST admonition saying when and how papermill executed this copy, and whether it failed."""
-    pm = nb.metadata.get("papermill", {})
-    params = ", ".join(f"`{k}={v!r}`" for k, v in pm.get("parameters", {}).items()) or "the notebook's defaults"
-    when = str(pm.get("start_time", "?"))[:19].replace("T", " ")
-    took = f" in {pm['duration']:.0f} s" if isinstance(pm.get("duration"), (int, float)) else ""
-    errors = [(i, o) for i, c in enumerate(nb.cells) if c.cell_type == "code"
-              for o in c.get("outputs", []) if o.get("output_type") == "error"]
-    lines = [":::{note}", f"Executed by papermill on {when} UTC{took} with {params}. "
-             "This page shows that run's outputs; nothing was re-executed to build it.", ":::"]
-    if errors or pm.get("exception"):
-        what = f"{errors[0][1].get('ename')}: {errors[0][1].get('evalue')}" if errors else "an exception"
-        lines += ["", ":::{warning}", f"This run **failed** ({_md_cell_text(what)}); the outputs stop there. "
-                  "Fix the cause and re-run it with `jlml workbook --only NN`.".replace("NN", _nn(nb)), ":::"]
+    pm = nb.metadata.get("papermill")
+    if pm:
+        params = ", ".join(f"`{k}={v!r}`" for k, v in pm.get("parameters", {}).items()) or "the notebook's defaults"
+        took = f" in {pm['duration']:.0f} s" if isinstance(pm.get("duration"), (int, float)) else ""
+        when = f"Executed by papermill on {str(pm.get('start_time', '?'))[:19].replace('T', ' ')} UTC{took} with {params}."
+    else:  # saved from JupyterLab, say: outputs without a record of when or with what
+        when = "An executed copy without papermill's record of when and with which parameters it ran."
+    lines = [":::{note}", f"{when} This page shows that run's outputs; nothing was re-executed to build it.", ":::"]
+    errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.get("output_type") == "error"]
+    if errors or (pm or {}).get("exception"):
+        what = f"{errors[0].get('ename')}: {errors[0].get('evalue')}" if errors else "an exception"
+        lines += ["", ":::{warning}", f"This run **failed** ({_md_cell_text(what)}); the outputs stop there. Fix the "
+                  f"cause and re-run it with `jlml workbook --only {nn}`.", ":::"]
     return "\n".join(lines)
-
-
-def _nn(nb: Any) -> str:
-    stem = Path(str(nb.metadata.get("papermill", {}).get("input_path", "NN_x"))).stem
-    return stem[:2]
 
 
 def executed_page(src: Path, dest: Path) -> str:
     """Copy an executed notebook into the book with its provenance note after the title cell."""
     nb = nbformat.read(src, as_version=4)
     at = 1 if nb.cells and nb.cells[0].cell_type == "markdown" and nb.cells[0].source.lstrip().startswith("#") else 0
-    nb.cells.insert(at, nbformat.v4.new_markdown_cell(provenance_note(nb)))
+    nb.cells.insert(at, nbformat.v4.new_markdown_cell(provenance_note(nb, NOTEBOOK_NAME.match(src.stem).group(1))))
     dest.parent.mkdir(parents=True, exist_ok=True)
     nbformat.write(nb, dest)
     return notebook_title(nb, src.stem)

@@ -184,11 +184,18 @@ def test_book_of_a_small_workbook(tmp_path):
         rec = read_metrics(dirs["runs_dir"] / sub)
         assert rec["run_id"] in runs and str(rec["git"]["commit"])[:10] in runs
     assert "synthetic" in runs and "smoke" in runs and " 17 " in runs
-    # once 01 is executed its page is the executed copy, and the stale "not run" page is gone
-    nbformat.write(nbformat.read(dirs["notebooks_dir"] / "01_beta.ipynb", as_version=4), dirs["executed_dir"] / "01_beta.ipynb")
+    # once 01 is executed its page is the executed copy, and the stale "not run" page is gone; its run
+    # failed (saved from JupyterLab with a traceback): the page says so and how to re-run it
+    failed = nbformat.read(dirs["notebooks_dir"] / "01_beta.ipynb", as_version=4)
+    failed.cells[1].outputs = [nbformat.v4.new_output("error", ename="NameError", evalue="name 'show' is not defined",
+                                                      traceback=[])]
+    nbformat.write(failed, dirs["executed_dir"] / "01_beta.ipynb")
     src = tmp_path / "book" / "src"
     assert book.write_sources(src, **dirs, readme=README) == {"00_alpha": "executed", "01_beta": "executed"}
-    assert (src / "notebooks" / "01_beta.ipynb").exists() and not (src / "notebooks" / "01_beta.md").exists()
+    assert not (src / "notebooks" / "01_beta.md").exists()
+    note = nbformat.read(src / "notebooks" / "01_beta.ipynb", as_version=4).cells[1].source
+    assert "without papermill's record" in note and "**failed** (NameError: name 'show' is not defined)" in note
+    assert "jlml workbook --only 01" in note
 
 
 @pytest.mark.slow
