@@ -2,6 +2,8 @@
 #   make workbook   run every notebook with its defaults (synthetic data, CPU) via papermill
 #   make test       the whole test suite, notebooks included (pytest --nbval-lax)
 PYTHON ?= python3
+# the torch releases installed here; pyproject.toml only sets a floor (GPU machines run 2.11)
+TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
@@ -13,6 +15,7 @@ venv: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet $(TORCH_PINS)
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (jlml)" >/dev/null
 # (no "get notified about official Jupyter news?" pop-up in this environment's JupyterLab)

@@ -41,3 +41,20 @@ def test_makefile_and_ci_use_the_readme_commands():
     readme = (ROOT / "README.md").read_text()
     assert "make workbook" in readme and "make test" in readme
     assert "make test" in (ROOT / ".ci" / "run").read_text()
+
+
+def test_torch_pins_agree_and_meet_the_floor():
+    """The Makefile installs exact torch releases (TORCH_PINS); environment.yml lists the same
+    ones and both satisfy pyproject.toml's floor (which the GPU machines' torch 2.11 also meets)."""
+    from packaging.requirements import Requirement
+
+    pins = re.search(r"^TORCH_PINS\s*:=\s*(.+)$", (ROOT / "Makefile").read_text(), re.M).group(1).split()
+    env = yaml.safe_load((ROOT / "environment.yml").read_text())
+    pip_section = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict) and "pip" in d)
+    assert sorted(pins) == sorted(r for r in pip_section if _name(r) in ("torch", "torchvision"))
+    floors = {Requirement(r).name: Requirement(r).specifier
+              for r in tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]}
+    for pin in pins:
+        name, version = pin.split("==")
+        assert floors[name].contains(version), f"{pin} does not meet pyproject's {name}{floors[name]}"
+    assert floors["torch"].contains("2.11.0") and floors["torchvision"].contains("0.26.0")
