@@ -9,6 +9,7 @@ One owner for the run-folder layout. A run folder (``jlml train --out DIR``) hol
     summary.json           training facts (wall time, images/s, metrics of every feature kind)
     metrics.json           the joint feature's record (``jlml_lib.results.records``)
     eval-<kind>/           the records of the other feature kinds (global, local)
+    eval-<kind>-rerank/    k-reciprocal re-ranked evaluations (``eval_rerank=true``; beyond the paper)
     split-NN/              one run per split (``--splits``); DIR/metrics.json is their aggregate
     seed-NN/               one run per seed (``--seeds``), each possibly with splits; DIR/metrics.json
                            is the seed aggregate (its own variant: never a split aggregate's cell)
@@ -97,8 +98,11 @@ class RunDir:
     def final(self) -> Path:
         return self.checkpoints / FINAL
 
-    def eval_dir(self, kind: str) -> Path:
-        """Where feature kind ``kind``'s metrics.json goes: joint in the run folder, others in ``eval-<kind>/``."""
+    def eval_dir(self, kind: str, rerank: bool = False) -> Path:
+        """Where feature kind ``kind``'s metrics.json goes: joint in the run folder, others in
+        ``eval-<kind>/``; a re-ranked evaluation (``eval_rerank``) in ``eval-<kind>-rerank/``."""
+        if rerank:
+            return self.path / f"eval-{kind}-rerank"
         return self.path if kind == JOINT else self.path / f"eval-{kind}"
 
     def split(self, k: int) -> "RunDir":

@@ -62,6 +62,8 @@ __all__ = [
     "multi_query_features",
     "evaluate_features",
     "evaluate",
+    "feature_sets",
+    "describe",
     "aggregate",
 ]
 
@@ -268,6 +270,18 @@ def evaluate(
     for CUHK03-classic), and the settings used (``dataset``, ``split``, ``source``, ``kind``,
     ``flip``, and ``rerank`` when re-ranking was asked for).
     """
+    sets = feature_sets(model, dataset, image_size=image_size, device=device, batch_size=batch_size, kind=kind,
+                        flip=flip, workers=workers)
+    out = evaluate_features(dataset.protocol, sets["query"], sets["gallery"], ap=ap, max_rank=max_rank, seed=seed,
+                            gt_bbox=sets["gt_bbox"], num_draws=num_draws, rerank=rerank)
+    return describe(out, dataset, kind=kind, flip=flip)
+
+
+def feature_sets(model: torch.nn.Module, dataset: Any, *, image_size: tuple[int, int], device: Any = "cpu",
+                 batch_size: int = 64, kind: str = "joint", flip: bool = False,
+                 workers: int = 0) -> dict[str, FeatureSet | None]:
+    """The ``(features, pids, camids)`` of the query, gallery and (Market-1501) ``gt_bbox`` images:
+    extract once, then :func:`evaluate_features` as often as needed (e.g. plain and re-ranked)."""
     from jlml_lib.data import build_loader  # lazy: the data package pulls in PIL/h5py
     from jlml_lib.features import extract_features
 
@@ -284,18 +298,16 @@ def evaluate(
         loader = build_loader(items, image_size=image_size, train=False, batch_size=batch_size, workers=workers)
         return extract_features(model, loader, device, kind=kind, flip=flip)
 
-    query, gallery = feats(dataset.query, "query"), feats(dataset.gallery, "gallery")
-    bbox = None
-    if protocol == "market1501" and dataset.extras.get("gt_bbox"):
-        bbox = feats(dataset.extras["gt_bbox"], "gt_bbox")
-    out = evaluate_features(
-        protocol, query, gallery, ap=ap, max_rank=max_rank, seed=seed, gt_bbox=bbox, num_draws=num_draws,
-        rerank=rerank,
-    )
-    out.update(
-        dataset=dataset.name, split=dataset.split, source=getattr(dataset, "source", None), kind=kind, flip=bool(flip)
-    )
-    return out
+    bbox = dataset.extras.get("gt_bbox") if protocol == "market1501" else None
+    return {"query": feats(dataset.query, "query"), "gallery": feats(dataset.gallery, "gallery"),
+            "gt_bbox": feats(bbox, "gt_bbox") if bbox else None}
+
+
+def describe(result: dict[str, Any], dataset: Any, *, kind: str, flip: bool) -> dict[str, Any]:
+    """``result`` with the settings that produced it (dataset, split, source, feature kind, flip)."""
+    result.update(dataset=dataset.name, split=dataset.split, source=getattr(dataset, "source", None), kind=kind,
+                  flip=bool(flip))
+    return result
 
 
 # --------------------------------------------------------------------------- aggregation

@@ -128,3 +128,16 @@ def test_seeds_aggregate_has_its_own_variant(tmp_path):
     cells = fill(table_cells(7), scan_records(tmp_path)[0])
     used = {c.record["run_id"] for c in cells if getattr(c, "record", None)}
     assert agg["run_id"] not in used
+
+
+def test_reranked_evaluation_is_a_record_of_its_own(tmp_path):
+    cfg = make_config("smoke", ["eval_rerank=true", "synthetic_scale=0.05"], dataset="market1501", **TINY)
+    summary = run(cfg, tmp_path)
+    plain, reranked = read_metrics(tmp_path), read_metrics(tmp_path / "eval-joint-rerank")
+    assert plain["variant"]["rerank"] is False and reranked["variant"]["rerank"] is True
+    assert reranked["metrics"]["single_query"]["rerank"] == {"k1": 20, "k2": 6, "lambda_value": 0.3}
+    assert "rerank" not in plain["metrics"]["single_query"]
+    assert set(summary["metrics"]) == {"joint", "joint+rerank"}
+    # the plain record is exactly what a run without re-ranking writes (same seed, same model)
+    alone = run(make_config("smoke", ["synthetic_scale=0.05"], dataset="market1501", **TINY), tmp_path / "b")
+    assert alone["metrics"]["joint"]["single_query"]["cmc"] == plain["metrics"]["single_query"]["cmc"]

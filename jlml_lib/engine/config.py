@@ -119,6 +119,7 @@ class TrainConfig:
     eval_features: str = "joint"          # comma list; the first is DIR/metrics.json, others DIR/eval-<kind>/
     eval_normalize: bool = False
     eval_flip: bool = False
+    eval_rerank: bool = False             # also k-reciprocal re-ranked results (Zhong et al. 2017), own records
     eval_batch_size: int = 128
     ap: str = "official"
 
@@ -294,5 +295,5 @@ def config_from_dict(d: Mapping[str, Any]) -> TrainConfig:
 # Settings a resumed run may change: they do not alter the trained weights.
 RESUME_MAY_CHANGE = frozenset({
     "iterations", "workers", "threads", "log_every", "ckpt_every", "progress", "evaluate", "eval_features",
-    "eval_normalize", "eval_flip", "eval_batch_size", "ap", "data_root", "device",
+    "eval_normalize", "eval_flip", "eval_rerank", "eval_batch_size", "ap", "data_root", "device",
 })

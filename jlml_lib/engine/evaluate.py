@@ -54,27 +54,48 @@ class _Normalised(nn.Module):
         return nn.functional.normalize(self.model.features(x, kind), dim=1)
 
 
+#: the key of a re-ranked evaluation in a run's metrics: "joint+rerank" (its own records and variant)
+RERANK = "+rerank"
+
+
+def evaluation_keys(cfg: TrainConfig) -> list[str]:
+    """The evaluations a run records: each feature kind, and each re-ranked when ``eval_rerank``."""
+    kinds = cfg.feature_kinds()
+    return kinds + ([k + RERANK for k in kinds] if cfg.eval_rerank else [])
+
+
+def parse_key(key: str) -> tuple[str, bool]:
+    """``"joint+rerank"`` -> ``("joint", True)``."""
+    return key.removesuffix(RERANK), key.endswith(RERANK)
+
+
 def evaluate_run(cfg: TrainConfig, model: nn.Module, ds, device: torch.device) -> dict[str, dict]:
-    """protocols.evaluate for each requested feature kind -> {kind: metrics dict}."""
+    """The dataset's protocol for each requested feature kind -> {key: metrics dict}; features are
+    extracted once per kind and, with ``eval_rerank``, ranked again after k-reciprocal re-ranking."""
     net = _Normalised(model) if cfg.eval_normalize else model
     net.eval()
     results = {}
     for kind in cfg.feature_kinds():
-        results[kind] = protocols.evaluate(net, ds, image_size=cfg.image_size, device=device,
-                                           batch_size=cfg.eval_batch_size, kind=kind, ap=cfg.ap,
-                                           seed=cfg.seed, flip=cfg.eval_flip, workers=cfg.workers)
+        sets = protocols.feature_sets(net, ds, image_size=cfg.image_size, device=device,
+                                      batch_size=cfg.eval_batch_size, kind=kind, flip=cfg.eval_flip,
+                                      workers=cfg.workers)
+        for rerank in (False, True) if cfg.eval_rerank else (False,):
+            out = protocols.evaluate_features(ds.protocol, sets["query"], sets["gallery"], ap=cfg.ap,
+                                              seed=cfg.seed, gt_bbox=sets["gt_bbox"], rerank=rerank or None)
+            results[kind + (RERANK if rerank else "")] = protocols.describe(out, ds, kind=kind, flip=cfg.eval_flip)
     return results
 
 
-def record_dirs(out_dir: Path, kinds: Sequence[str]) -> dict[str, list[Path]]:
-    """Where each feature kind's metrics.json goes: joint in ``out_dir``, others in ``eval-<kind>/``.
+def record_dirs(out_dir: Path, keys: Sequence[str]) -> dict[str, list[Path]]:
+    """Where each evaluation's metrics.json goes: joint in ``out_dir``, other kinds in ``eval-<kind>/``,
+    re-ranked ones in ``eval-<kind>-rerank/``.
 
     Without joint, the first kind is also written to ``out_dir`` so the run folder always holds
     one record.
     """
-    dirs = {k: [RunDir(out_dir).eval_dir(k)] for k in kinds}
-    if kinds and JOINT not in dirs:
-        dirs[kinds[0]].append(out_dir)
+    dirs = {k: [RunDir(out_dir).eval_dir(*parse_key(k))] for k in keys}
+    if keys and JOINT not in dirs:
+        dirs[keys[0]].append(out_dir)
     return dirs
 
 
@@ -99,6 +120,8 @@ def write_record(cfg: TrainConfig, out_dir: Path, *, metrics: dict, feature: str
                  source: str, wall: float, device: str, extra: dict, variant_extra: dict | None = None,
                  selection: dict | None = None) -> Path:
     """One metrics.json; ``variant_extra`` adds a run kind's own variant key (e.g. seed aggregates)."""
+    feature, rerank = parse_key(feature)
+    variant_extra = {**(variant_extra or {}), **({"rerank": True} if rerank else {})}
     return write_metrics(out_dir, metrics=metrics, config=cfg.to_dict(), dataset=record_dataset_name(cfg),
                          source=source, profile=cfg.profile, protocol=protocol, wall_time_s=wall,
                          device=device, extra=extra, variant={**cfg.variant(feature), **(variant_extra or {})},

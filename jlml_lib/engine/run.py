@@ -22,8 +22,8 @@ from jlml_lib.data.combined import COMBINED, COMBINED_PARTS
 from jlml_lib.engine.checkpoint import load_checkpoint, load_init_weights, save_final
 from jlml_lib.engine.config import RESUME_MAY_CHANGE, TrainConfig
 from jlml_lib.engine.distributed import DistInfo, barrier, distributed_group
-from jlml_lib.engine.evaluate import (classification_accuracy, device_label, evaluate_run, record_dirs,
-                                      write_record)
+from jlml_lib.engine.evaluate import (classification_accuracy, device_label, evaluate_run, evaluation_keys,
+                                      record_dirs, write_record)
 from jlml_lib.engine.loop import FitResult, NonFiniteLoss, fit, resolve_device
 from jlml_lib.errors import ConfigError, DataError
 from jlml_lib.io import write_json
@@ -286,9 +286,9 @@ def run_splits(cfg: TrainConfig, out_dir: str | Path, splits: Sequence[int] | st
 
 def _write_aggregate(cfg: TrainConfig, run: RunDir, summaries: list[dict], splits: list[int],
                      wall: float) -> dict[str, dict]:
-    dirs = record_dirs(run.path, cfg.feature_kinds())
+    dirs = record_dirs(run.path, evaluation_keys(cfg))
     out = {}
-    for kind in cfg.feature_kinds():
+    for kind in evaluation_keys(cfg):
         agg = protocols.aggregate([s["metrics"][kind] for s in summaries])
         for d in dirs[kind]:
             write_record(cfg, d, metrics=agg, feature=kind, protocol=summaries[0]["protocol"],
@@ -318,8 +318,8 @@ def run_seeds(cfg: TrainConfig, out_dir: str | Path, seeds: Sequence[int], *, sp
     summary: dict[str, Any] = {"seeds": [int(s) for s in seeds]}
     if cfg.evaluate and summaries and all(s.get("metrics") for s in summaries):
         first = _first_record(run_dir.seed(seeds[0]))
-        dirs = record_dirs(run_dir.path, cfg.feature_kinds())
-        for kind in cfg.feature_kinds():
+        dirs = record_dirs(run_dir.path, evaluation_keys(cfg))
+        for kind in evaluation_keys(cfg):
             agg = protocols.aggregate([s["metrics"][kind] for s in summaries], over="seeds")
             for d in dirs[kind]:
                 write_record(cfg, d, metrics=agg, feature=kind, protocol=first["protocol"], source=first["source"],

@@ -85,7 +85,7 @@ SOURCES = ("real", "synthetic")
 # equal to what every earlier record was, so old records keep their cells and new kinds never
 # take a cell that is not theirs.
 DEFAULT_VARIANT: dict[str, Any] = {"feature": "joint", "loss": "multi", "shared_conv1": True, "sfl": True,
-                                   "feature_layer": "bn", "aggregate": "none"}
+                                   "feature_layer": "bn", "aggregate": "none", "rerank": False}
 VARIANT_CHOICES: dict[str, tuple] = {
     "feature": FEATURE_KINDS,
     "loss": HEADS,
@@ -93,6 +93,7 @@ VARIANT_CHOICES: dict[str, tuple] = {
     "sfl": (True, False),
     "feature_layer": FEATURE_LAYERS,     # issue 11: Linear→BN→ReLU ("bn", every record before) or "plain"
     "aggregate": ("none", "seeds"),      # "seeds": mean over --seeds runs (a split mean stays "none")
+    "rerank": (False, True),             # issue 13: k-reciprocal re-ranked evaluation (beyond the paper)
 }
 #: a dataset_stats record's metrics: Table 2's columns (the tables read them from here)
 STATS_KEYS = ("cams", "ids", "train_ids", "test_ids", "labelled", "detected")
