@@ -141,3 +141,10 @@ def test_reranked_evaluation_is_a_record_of_its_own(tmp_path):
     # the plain record is exactly what a run without re-ranking writes (same seed, same model)
     alone = run(make_config("smoke", ["synthetic_scale=0.05"], dataset="market1501", **TINY), tmp_path / "b")
     assert alone["metrics"]["joint"]["single_query"]["cmc"] == plain["metrics"]["single_query"]["cmc"]
+    # 05_market's rows beside Table 6: one plain, one re-ranked, from these records
+    from jlml_lib.workbook.steps import reranking_rows
+
+    rows = reranking_rows(tmp_path)
+    assert list(rows["method"]) == ["JLML (ours)", "JLML + re-ranking (ours, beyond the paper)"]
+    assert rows["SQ mAP"].iloc[1] == round(100 * reranked["metrics"]["single_query"]["mAP"], 2)
+    assert reranking_rows(tmp_path / "b")["method"].tolist() == ["JLML (ours)"]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -22,7 +22,8 @@ from jlml_lib.engine.checkpoint import load_model
 from jlml_lib.errors import ConfigError
 from jlml_lib.evaluation import pairwise_distances
 from jlml_lib.features import extract_features
-from jlml_lib.paths import REID_PRETRAINING_STAGE, RUNS, TABLES, RunDir, in_repo
+from jlml_lib.paths import JOINT, METRICS, REID_PRETRAINING_STAGE, RUNS, TABLES, RunDir, in_repo
+from jlml_lib.results.records import read_metrics
 from jlml_lib.results.plots import plot_ranked_lists
 from jlml_lib.results.runs import records_under
 from jlml_lib.results.tables import build_tables, cells_frame, fill, table_cells
@@ -125,14 +126,39 @@ def compare(table: int, *run_dirs: str | os.PathLike) -> pd.DataFrame:
     return frame.round({"ours": 2, "Δ": 2})
 
 
+def reranking_rows(run_dir: str | os.PathLike) -> pd.DataFrame:
+    """Market-1501 single- and multi-query Rank-1 / mAP (%) of a run, plain and after k-reciprocal
+    re-ranking (``eval_rerank=true``): rows beside Table 6 that are beyond the paper."""
+    rows = []
+    for label, rerank in (("JLML (ours)", False), ("JLML + re-ranking (ours, beyond the paper)", True)):
+        folder = RunDir(run_dir).eval_dir(JOINT, rerank=rerank)
+        if not (folder / METRICS).exists():
+            continue
+        rec = read_metrics(folder)
+        row = {"method": label, "source": rec["source"]}
+        for query in ("single_query", "multi_query"):
+            m = rec["metrics"].get(query)
+            if m:
+                tag = "SQ" if query == "single_query" else "MQ"
+                row.update({f"{tag} R1": round(100 * m["rank1"], 2), f"{tag} mAP": round(100 * m["mAP"], 2)})
+        if rerank:
+            row["k1, k2, λ"] = ", ".join(str(v) for v in rec["metrics"]["single_query"]["rerank"].values())
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
 def ranked_lists(run_dir: str | os.PathLike, ds: ReidDataset, *, n_queries: int = 4, top: int = 10,
-                 device: str = "cpu", seed: int = 0) -> Figure:
-    """``n_queries`` random queries and their top-``top`` gallery images under the run's final model
-    (L2 on the joint feature). Junk (pid -1, or same person and same camera) is skipped exactly as
-    the evaluation skips it."""
+                 device: str = "cpu", seed: int = 0, query_indices: Sequence[int] | None = None,
+                 title: str | None = None) -> Figure:
+    """``n_queries`` random queries (or the queries ``query_indices``, in that order) and their
+    top-``top`` gallery images under the run's final model (L2 on the joint feature). Junk (pid -1,
+    or same person and same camera) is skipped exactly as the evaluation skips it."""
     model, cfg = load_model(RunDir(run_dir).final, device)
-    rng = np.random.default_rng(seed)
-    q_idx = sorted(rng.choice(len(ds.query), size=min(n_queries, len(ds.query)), replace=False).tolist())
+    if query_indices is None:
+        rng = np.random.default_rng(seed)
+        q_idx = sorted(rng.choice(len(ds.query), size=min(n_queries, len(ds.query)), replace=False).tolist())
+    else:
+        q_idx = [int(i) for i in query_indices]
     queries = [ds.query[i] for i in q_idx]
 
     def feats(items):
@@ -145,7 +171,7 @@ def ranked_lists(run_dir: str | os.PathLike, ds: ReidDataset, *, n_queries: int 
         order = np.argsort(d, kind="stable")
         ranked.append([ds.gallery[g] for g in order
                        if not (ds.gallery[g][1] == -1 or (ds.gallery[g][1] == qp and ds.gallery[g][2] == qc))][:top])
-    return plot_ranked_lists(queries, ranked)
+    return plot_ranked_lists(queries, ranked) if title is None else plot_ranked_lists(queries, ranked, title)
 
 
 def update_tables(*tables: int, runs_dir: str | os.PathLike = RUNS,
