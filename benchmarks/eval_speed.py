@@ -277,7 +277,8 @@ def plain_reference(dist, qp, gp, qc, gc, ap):
 
 # --------------------------------------------------------------------------- the parent
 def child(case: str, args) -> dict:
-    env = {**os.environ, **{k: str(args.threads) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")}}
+    threads = {k: str(args.threads) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
+    env = {**os.environ, **threads}
     cmd = [sys.executable, __file__, "--_child", case, "--threads", str(args.threads), "--ref-queries",
            str(args.ref_queries), "--repeat", str(args.repeat)] + (["--quick"] if args.quick else [])
     t0 = time.perf_counter()
@@ -339,7 +340,8 @@ def main(argv=None) -> int:
             continue
         extra = f"; identical to the dense path: {r['identical_to_dense']}" if "identical_to_dense" in r else ""
         print(f"[{case}] {r['seconds']:.2f} s, peak extra {fmt_gb(r['peak_extra_bytes'])} over features "
-              f"{fmt_gb(r['features_bytes'])} | mAP {r.get('mAP', float('nan')):.4f}{extra} | {r['problem']}", flush=True)
+              f"{fmt_gb(r['features_bytes'])} | mAP {r.get('mAP', float('nan')):.4f}{extra} | {r['problem']}",
+              flush=True)
         if case == "ranking":
             for mode, f in r["modes"].items():
                 print(f"    [{mode}] rank_metrics {f['rank_metrics_s']:.3f} s | sort path {f['sort_path_s']:.2f} s | "
@@ -352,8 +354,8 @@ def main(argv=None) -> int:
         print(f"re-ranked Market-1501, streamed vs the authors' dense code: mAP {a['mAP']:.6f} vs {b['mAP']:.6f}, "
               f"rank-1 {a['rank1']:.6f} vs {b['rank1']:.6f}; {b['seconds'] / a['seconds']:.1f}x the time")
     print("\n" + table(rows))
-    print("\ndense peers: torchreid / fast-reid evaluation 16 B per query-gallery pair (float32 distmat, int64 argsort, "
-          "int32 matches); their re-ranking ≥ 16 B per pair of the N × N (N = queries + gallery)")
+    print("\ndense peers: torchreid / fast-reid evaluation 16 B per query-gallery pair (float32 distmat, "
+          "int64 argsort, int32 matches); their re-ranking ≥ 16 B per pair of the N × N (N = queries + gallery)")
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2))
     bad = [r["case"] for r in rows if "failed" in r or r.get("identical_to_dense") is False]

@@ -220,10 +220,11 @@ def _layout(q_pids: Any, g_pids: Any, q_camids: Any, g_camids: Any, nq: int, ng:
     gp = _labels("g_pids", g_pids, ng, against)
     qc = _labels("q_camids", q_camids, nq, against)
     gc = _labels("g_camids", g_camids, ng, against)
+    dense = against == "distmat"
     if nq == 0:
-        raise DataError(f"rank_metrics: the query set is empty ({against} has 0 {'rows' if against == 'distmat' else 'query rows'})")
+        raise DataError(f"rank_metrics: the query set is empty ({'distmat has 0 rows' if dense else 'q_feats has 0 rows'})")
     if ng == 0:
-        raise DataError(f"rank_metrics: the gallery is empty ({against} has 0 {'columns' if against == 'distmat' else 'gallery rows'})")
+        raise DataError(f"rank_metrics: the gallery is empty ({'distmat has 0 columns' if dense else 'g_feats has 0 rows'})")
     g_junk = np.isin(gp, np.asarray(list(junk_pids), dtype=np.int64))
     # Gallery grouped by pid (CSR): each query's same-pid images without a query × gallery scan.
     g_order = np.argsort(gp, kind="stable")
@@ -554,7 +555,8 @@ def rank_metrics_from_features(
     """
     _check_options(ap, max_rank, chunk, "rank_metrics_from_features")
     if isinstance(gallery_chunk, bool) or not isinstance(gallery_chunk, (int, np.integer)) or gallery_chunk < 1:
-        raise ConfigError(f"rank_metrics_from_features: gallery_chunk must be a positive integer, got {gallery_chunk!r}")
+        raise ConfigError(f"rank_metrics_from_features: gallery_chunk must be a positive integer, "
+                          f"got {gallery_chunk!r}")
     qf, gf = dist.feature_pair(q_feats, g_feats, "rank_metrics_from_features")
     lay = _layout(q_pids, g_pids, q_camids, g_camids, len(qf), len(gf), junk_pids, ap, against="features")
     out = _PerQuery(len(qf))

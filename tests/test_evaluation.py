@@ -151,7 +151,8 @@ def test_query_key_pairs_identical_query_lists_only():
     a = rank_metrics(d, [1, 3], [1, 3], [0, 0], [1, 1])
     b = rank_metrics(d[:, ::-1], [1, 3], [3, 1], [0, 0], [1, 1])  # another gallery, same queries
     assert a.query_key == b.query_key == query_key([1, 3], [0, 0]) and len(a.query_key) == 16
-    others = {query_key([3, 1], [0, 0]), query_key([1, 3], [0, 1]), query_key([1, 3, 3], [0, 0, 0]), query_key([1], [0])}
+    others = {query_key([3, 1], [0, 0]), query_key([1, 3], [0, 1]), query_key([1, 3, 3], [0, 0, 0]),
+              query_key([1], [0])}
     assert a.query_key not in others and len(others) == 4
     assert rank_metrics(d, [1, 3], [1, 3], [0, 0], [1, 1], ap="standard").query_key == a.query_key
 

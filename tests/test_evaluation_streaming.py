@@ -54,7 +54,8 @@ def problems(draw):
     gf = np.array(draw(st.lists(ints, min_size=ng, max_size=ng)), dtype=np.float32)
     # every distance stays exact in float64; with 3e6 the float32 products are not (the band's work)
     scale = draw(st.sampled_from([1.0, 0.5, 2.0**-20, 3.0e6]))
-    labels = [np.array(draw(st.lists(x, min_size=n, max_size=n))) for x, n in ((pid, nq), (pid, ng), (cam, nq), (cam, ng))]
+    sizes = ((pid, nq), (pid, ng), (cam, nq), (cam, ng))
+    labels = [np.array(draw(st.lists(x, min_size=n, max_size=n))) for x, n in sizes]
     return qf * scale, gf * scale, *labels
 
 
@@ -98,7 +99,8 @@ def test_every_decision_through_the_exact_path(monkeypatch):
     assert_equal_results(rank_metrics_from_features(qf, gf, qp, gp, qc, gc, chunk=4, gallery_chunk=50), ref)
 
 
-@pytest.mark.parametrize("offset, spread, dim", [(0.0, 1.0, 1024), (100.0, 0.01, 512), (1e-3, 1e-6, 33), (-7e4, 3e2, 2048)])
+@pytest.mark.parametrize("offset, spread, dim",
+                         [(0.0, 1.0, 1024), (100.0, 0.01, 512), (1e-3, 1e-6, 33), (-7e4, 3e2, 2048)])
 def test_float32_error_bound_holds(offset, spread, dim):
     # |s2 · d²_float64 - (|x|² + A)| <= tolerance for every pair, A from the split float32 products
     rng = np.random.default_rng(int(dim))
@@ -126,7 +128,8 @@ def test_sq_dists_is_the_float64_distance_and_batch_independent():
     na, nb = dist.sq_norms(a), dist.sq_norms(b)
     full = dist.sq_dists(a, b, ia, ib, na, nb)
     np.testing.assert_allclose(np.sqrt(full), pairwise_distances(a, b)[ia, ib], rtol=1e-12)
-    parts = np.concatenate([dist.sq_dists(a, b, ia[s : s + 37], ib[s : s + 37], na, nb, step=5) for s in range(0, 400, 37)])
+    parts = np.concatenate([dist.sq_dists(a, b, ia[s : s + 37], ib[s : s + 37], na, nb, step=5)
+                            for s in range(0, 400, 37)])
     np.testing.assert_array_equal(parts, full)  # one pair, one value: exact ties stay ties
     np.testing.assert_array_equal(dist.sq_dists(a.astype(np.float64), b, ia, ib, na, nb), full)
 
@@ -158,7 +161,8 @@ QF, GF = np.zeros((2, 4)), np.ones((3, 4))
         (np.zeros(4), GF, None, "q_feats must be 2-D"),
         (QF, np.array([["a"] * 4] * 3), None, "g_feats must be a numeric array"),
         (QF, np.where(np.eye(3, 4) > 0, np.nan, 1.0), None, r"g_feats holds NaN at \[row 0, column 0\]"),
-        (torch.tensor([[0.0, 0, 0, 0], [0, 0, float("inf"), 0]]), GF, None, r"q_feats holds an infinite value at \[row 1, column 2\]"),
+        (torch.tensor([[0.0, 0, 0, 0], [0, 0, float("inf"), 0]]), GF, None,
+         r"q_feats holds an infinite value at \[row 1, column 2\]"),
         (QF, GF, ([1, 2, 3], GP, QC, GC), "q_pids has 3 entries but q_feats has 2 rows"),
         (QF, GF, (QP, GP, QC, [1, 1]), "g_camids has 2 entries but g_feats has 3 rows"),
         (np.zeros((0, 4)), GF, ([], GP, [], GC), "query set is empty"),

@@ -184,7 +184,8 @@ def test_rerank_is_recorded_and_kept_apart():
         protocols.aggregate([r, plain])
     assert protocols.aggregate([r, r])["rerank"] == r["rerank"]
     mk = protocols.evaluate_features("market1501", query, gallery, gt_bbox=query, rerank=True)
-    assert mk["single_query"]["rerank"] == mk["multi_query"]["rerank"] == mk["rerank"] == {"k1": 20, "k2": 6, "lambda_value": 0.3}
+    defaults = {"k1": 20, "k2": 6, "lambda_value": 0.3}
+    assert mk["single_query"]["rerank"] == mk["multi_query"]["rerank"] == mk["rerank"] == defaults
     with pytest.raises(ConfigError, match="k1 must be"):
         protocols.evaluate_features("grid", query, gallery, rerank={"k1": 0})
 
