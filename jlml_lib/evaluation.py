@@ -462,7 +462,6 @@ class _DenseRanker:
         self.lay, self.method = lay, method
         nk = len(lay.keep)
         self.keep_t = torch.from_numpy(lay.keep) if nk < ng else None
-        self.rows_buf = torch.empty((rows, ng), dtype=dtype)
         self.keep_buf = torch.empty((rows, nk), dtype=dtype) if self.keep_t is not None else None
         self.f_buf = torch.empty((rows, nk), dtype=dtype)
         self.i_buf = torch.empty((rows, nk), dtype=torch.int64)
@@ -516,9 +515,10 @@ def rank_metrics(
     _check_finite(d)
     out = _PerQuery(nq)
     ranker = _DenseRanker(lay, min(chunk, nq), ng, d.dtype, _method)
+    rows_buf = torch.empty((min(chunk, nq), ng), dtype=d.dtype)
     for c0 in range(0, nq, chunk):
         rows = lay.q_order[c0 : c0 + chunk]
-        dc = torch.index_select(d, 0, torch.from_numpy(rows), out=ranker.rows_buf[: len(rows)])
+        dc = torch.index_select(d, 0, torch.from_numpy(rows), out=rows_buf[: len(rows)])
         ranker.rank(dc, rows, out)
     return out.finish(lay, ap, max_rank)
 
@@ -550,8 +550,8 @@ def rank_metrics_from_features(
     ``rerank``: ``None``/``False`` (plain distances), ``True`` or a mapping of
     :func:`jlml_lib.reranking.k_reciprocal`'s options (``k1``, ``k2``, ``lambda_value``) to rank by
     the k-reciprocal re-ranked distance instead, i.e. the result of
-    ``rank_metrics(k_reciprocal(q_feats, g_feats, **rerank), ...)``, computed ``chunk`` queries at a
-    time without any N × N or query × gallery matrix.
+    ``rank_metrics(k_reciprocal(q_feats, g_feats, **rerank), ...)`` (bit for bit, with the same
+    ``chunk``), computed a block of queries at a time without any N × N or query × gallery matrix.
     """
     _check_options(ap, max_rank, chunk, "rank_metrics_from_features")
     if isinstance(gallery_chunk, bool) or not isinstance(gallery_chunk, (int, np.integer)) or gallery_chunk < 1:
@@ -564,9 +564,10 @@ def rank_metrics_from_features(
         from jlml_lib.reranking import _Reranker, rerank_options  # lazy: reranking builds on this module
 
         rr = _Reranker(qf, gf, **rerank_options(rerank))
-        ranker = _DenseRanker(lay, min(chunk, len(qf)), len(gf), torch.float32)
-        for c0 in range(0, len(qf), chunk):  # natural order: k_reciprocal's blocks, bit for bit
-            rows = np.arange(c0, min(c0 + chunk, len(qf)))
+        step = min(chunk, rr.rows_per_block)
+        ranker = _DenseRanker(lay, min(step, len(qf)), len(gf), torch.float32)
+        for c0 in range(0, len(qf), step):  # natural order: k_reciprocal's blocks, bit for bit
+            rows = np.arange(c0, min(c0 + step, len(qf)))
             ranker.rank(torch.from_numpy(rr.block(rows)), rows, out)
     else:
         _stream(lay, qf, gf, out, chunk, gallery_chunk)

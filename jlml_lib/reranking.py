@@ -67,19 +67,21 @@ def rerank_options(rerank: Mapping[str, Any] | bool | None = True) -> dict[str, 
 
 
 def k_reciprocal(q_feats: Any, g_feats: Any, *, k1: int = 20, k2: int = 6, lambda_value: float = 0.3,
-                 chunk: int = 256) -> np.ndarray:
+                 chunk: int | None = None) -> np.ndarray:
     """The k-reciprocal re-ranked distance, queries × gallery, as a float32 numpy array (module doc).
 
     Equal (to float32 rounding, ~1e-6) to torchreid 0.2.5's ``re_ranking`` on the Euclidean
     distances of ``q_feats`` (Q × D) and ``g_feats`` (G × D). The output is the full Q × G matrix;
-    at MSMT17 size use ``rank_metrics_from_features(..., rerank={...})``, which ranks it ``chunk``
-    queries at a time and never holds it.
+    at MSMT17 size use ``rank_metrics_from_features(..., rerank={...})``, which ranks it a block of
+    queries at a time and never holds it. ``chunk``: queries per block (default: as many as keep a
+    block near 16M entries, at most 256, which is also what the streamed ranking uses by default).
     """
     opts = rerank_options({"k1": k1, "k2": k2, "lambda_value": lambda_value})
-    if isinstance(chunk, bool) or not isinstance(chunk, (int, np.integer)) or chunk < 1:
+    if chunk is not None and (isinstance(chunk, bool) or not isinstance(chunk, (int, np.integer)) or chunk < 1):
         raise ConfigError(f"k_reciprocal: chunk must be a positive integer, got {chunk!r}")
     qf, gf = dist.feature_pair(q_feats, g_feats, "k_reciprocal")
     rr = _Reranker(qf, gf, **opts)
+    chunk = rr.rows_per_block if chunk is None else chunk
     out = np.empty((len(qf), len(gf)), dtype=np.float32)
     for c0 in range(0, len(qf), chunk):
         out[c0 : c0 + chunk] = rr.block(np.arange(c0, min(c0 + chunk, len(qf))))
@@ -93,8 +95,9 @@ class _Reranker:
         if len(qf) == 0 or len(gf) == 0:
             raise DataError("k_reciprocal: the query set and the gallery must not be empty")
         self.nq, self.ng = len(qf), len(gf)
+        self.rows_per_block = max(1, min(256, (1 << 24) // self.ng))  # a query block's float64 scratch: 128 MB
         self.lam = lambda_value
-        self.x = np.concatenate([qf, gf]).astype(np.float64, copy=False)  # exact pairs gather from it
+        self.x = np.concatenate([qf, gf], dtype=np.float64)  # exact pairs gather from it
         self.n2 = dist.sq_norms(self.x)
         n = len(self.x)
         kk = min(max(k1 + 1, k2), n)
