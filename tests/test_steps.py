@@ -74,3 +74,20 @@ def test_update_tables_builds_once_and_names_the_notebook_tables(tmp_path):
     assert paths == [tmp_path / "tables" / "table9.md", tmp_path / "tables" / "table10.md"]
     assert all(p.is_file() for p in paths) and (tmp_path / "tables" / "table6.md").is_file()
     assert "| JLML | SQ_R1 (%) | 85.1 | 50.0 | -35.1 | real" in (tmp_path / "tables" / "table6.md").read_text()
+
+
+def test_reid_stage_passes_both_roots_given_to_the_workbook(tmp_path, monkeypatch):
+    # issue 9 §4: the roots the workbook gives 06/07 reach the stage's training run (the engine
+    # then loads them instead of a generated union: tests/test_train_sources.py)
+    calls = []
+    monkeypatch.setattr(steps, "train", lambda dataset, out, **kw: calls.append((dataset, kw)))
+    steps.reid_pretraining(tmp_path / "stage", init=None, profile="smoke", cuhk03_root="/data/cuhk03",
+                           market1501_root="/data/market")
+    (dataset, kw), = calls
+    assert dataset == "cuhk03+market1501" and kw["profile"] == "smoke"
+    assert kw["overrides"]["data.cuhk03_root"] == "/data/cuhk03"
+    assert kw["overrides"]["data.market1501_root"] == "/data/market"
+    steps.reid_pretraining(tmp_path / "stage2", init=None, profile="paper", schedule="pretrain")
+    assert calls[-1][1]["profile"] == "pretrain"
+    with pytest.raises(ConfigError, match="schedule"):
+        steps.reid_pretraining(tmp_path / "stage3", init=None, profile="paper", schedule="50K")

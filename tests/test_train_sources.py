@@ -105,3 +105,16 @@ def test_init_source_is_recorded_beside_the_run(tmp_path, copies):
     run(ft, tmp_path / "ft")
     saved = json.loads(RunDir(tmp_path / "ft").config.read_text())
     assert saved["source"] == "real" and saved["init_source"] == "synthetic"
+
+
+def test_cuhk03_classic_can_hold_out_validation_people(copies):
+    from jlml_lib.data import load_dataset
+
+    root = copies["cuhk03", False]
+    full = load_dataset("cuhk03", root, split=0)
+    held = load_dataset("cuhk03", root, split=0, val_people=3)
+    assert len(held.extras["val_people"]) == 3 and full.extras["val_people"] == []
+    assert held.num_train_pids == full.num_train_pids - 3
+    assert held.query == full.query and held.gallery == full.gallery     # the test split is untouched
+    with pytest.raises(ConfigError, match="val_people"):
+        load_dataset("cuhk03", root, split=0, val_people=-1)

@@ -121,10 +121,24 @@ def _global_pid(offsets: list[int], pair: int, person: int) -> int:
     return offsets[pair] + person + 1
 
 
+def _hold_out(items: list, n: int, split: int) -> tuple[list, list[int]]:
+    """``items`` without the images of ``n`` people drawn with a seed fixed by the split."""
+    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        raise ConfigError(f"cuhk03: val_people must be a non-negative integer, got {n!r}.")
+    if n == 0:
+        return items, []
+    pids = sorted({p for _, p, _ in items})
+    if n >= len(pids):
+        raise ConfigError(f"cuhk03: val_people={n} would leave no training person ({len(pids)} non-test people).")
+    held = sorted(np.random.default_rng(1000 + split).choice(pids, size=n, replace=False).tolist())
+    keep = set(pids) - set(held)
+    return [it for it in items if it[1] in keep], held
+
+
 @register("cuhk03", folders=("cuhk03_release", "cuhk03", "CUHK03"), signature=(MAT,),
           default_scale=0.1)
 def load(root: str | os.PathLike, *, images: str = "labeled", protocol: str = "classic",
-         split: int = 0, config: str | os.PathLike | None = None) -> ReidDataset:
+         split: int = 0, config: str | os.PathLike | None = None, val_people: int = 0) -> ReidDataset:
     if images not in KINDS:
         raise ConfigError(f"cuhk03: images must be 'labeled' or 'detected', got {images!r}.")
     if protocol not in ("classic", "new"):
@@ -154,11 +168,14 @@ def load(root: str | os.PathLike, *, images: str = "labeled", protocol: str = "c
             else:
                 gallery.append((ref(p, q, c), pid, 1))
                 gp.append(p + 1)
+        # Table 2 trains on all 1,367 non-test people; §4's text says 1,260 train / 100 validation:
+        # val_people=N holds N of them out (drawn from the split's seed), kept in extras["val_people"]
+        train_raw, held = _hold_out(train_raw, val_people, split)
         train, n = relabel(train_raw)
         return ReidDataset(train=train, query=query, gallery=gallery, num_train_pids=n,
                            split=split, num_splits=len(sets), protocol="cuhk03-classic",
                            extras={"images": images, "query_pairs": qp, "gallery_pairs": gp,
-                                   "mat": str(path)}, **common)
+                                   "mat": str(path), "val_people": held}, **common)
     cfg_path = find_config(ddir, images, config)
     cfg = read_config(cfg_path)
     nonempty = set(sc["cells"])

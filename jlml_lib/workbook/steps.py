@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping
 
 import numpy as np
 import pandas as pd
@@ -18,6 +18,8 @@ import torch
 from matplotlib.figure import Figure
 
 from jlml_lib.data import ReidDataset, build_loader, load_dataset, resolve_root
+from jlml_lib.data.combined import COMBINED
+from jlml_lib.diagnostics import ranked_gallery
 from jlml_lib.engine.checkpoint import load_model
 from jlml_lib.errors import ConfigError
 from jlml_lib.evaluation import pairwise_distances
@@ -77,8 +79,11 @@ def inference_device(device: str) -> str:
 def reid_pretraining(out_dir: str | os.PathLike = REID_PRETRAINING_STAGE, *, init: str | None, profile: str,
                      cuhk03_root: str | None = None, market1501_root: str | None = None,
                      iterations: int | None = None, nproc: int = 1,
-                     overrides: Mapping[str, Any] | None = None) -> Path:
+                     overrides: Mapping[str, Any] | None = None, schedule: str = "train") -> Path:
     """The ImageNet → CUHK03+Market-1501 stage of the VIPeR/GRID chain (§3 "Implementation").
+
+    ``schedule``: which row of Table 4 a ``paper`` run of the stage follows — "train" (50K
+    iterations, our choice: the paper does not say) or "pretrain" (300K); smoke runs are smoke.
 
     Returns its final checkpoint. 06 and 07 share the stage (``paths.REID_PRETRAINING_STAGE`` by
     default): a finished one is reused when it was trained with the same profile, start
@@ -92,10 +97,13 @@ def reid_pretraining(out_dir: str | os.PathLike = REID_PRETRAINING_STAGE, *, ini
         opts["data.cuhk03_root"] = cuhk03_root
     if market1501_root:
         opts["data.market1501_root"] = market1501_root
-    if final.exists() and stage_matches(out_dir, train_profile(profile), init, iterations, opts):
+    if schedule not in ("train", "pretrain"):
+        raise ConfigError(f"schedule must be 'train' or 'pretrain' (Table 4's rows), not {schedule!r}")
+    stage_profile = train_profile(profile, pretraining=schedule == "pretrain")
+    if final.exists() and stage_matches(out_dir, stage_profile, init, iterations, opts):
         print(f"reusing the CUHK03+Market-1501 model {final} (same profile, init, data and settings)")
         return final
-    train("cuhk03+market1501", out_dir, profile=train_profile(profile), init=init, iterations=iterations,
+    train(COMBINED, out_dir, profile=stage_profile, init=init, iterations=iterations,
           nproc=nproc, overrides={**opts, "evaluate": False}, log_every_line=10)
     return final
 
@@ -148,17 +156,13 @@ def reranking_rows(run_dir: str | os.PathLike) -> pd.DataFrame:
 
 
 def ranked_lists(run_dir: str | os.PathLike, ds: ReidDataset, *, n_queries: int = 4, top: int = 10,
-                 device: str = "cpu", seed: int = 0, query_indices: Sequence[int] | None = None,
-                 title: str | None = None) -> Figure:
-    """``n_queries`` random queries (or the queries ``query_indices``, in that order) and their
-    top-``top`` gallery images under the run's final model (L2 on the joint feature). Junk (pid -1,
-    or same person and same camera) is skipped exactly as the evaluation skips it."""
+                 device: str = "cpu", seed: int = 0) -> Figure:
+    """``n_queries`` random queries and their top-``top`` gallery images under the run's final model
+    (L2 on the joint feature). Junk (pid -1, or same person and same camera) is skipped exactly as
+    the evaluation skips it (:func:`jlml_lib.diagnostics.ranked_gallery`)."""
     model, cfg = load_model(RunDir(run_dir).final, device)
-    if query_indices is None:
-        rng = np.random.default_rng(seed)
-        q_idx = sorted(rng.choice(len(ds.query), size=min(n_queries, len(ds.query)), replace=False).tolist())
-    else:
-        q_idx = [int(i) for i in query_indices]
+    rng = np.random.default_rng(seed)
+    q_idx = sorted(rng.choice(len(ds.query), size=min(n_queries, len(ds.query)), replace=False).tolist())
     queries = [ds.query[i] for i in q_idx]
 
     def feats(items):
@@ -166,12 +170,9 @@ def ranked_lists(run_dir: str | os.PathLike, ds: ReidDataset, *, n_queries: int 
         return extract_features(model, loader, torch.device(device))[0]
 
     dist = np.asarray(pairwise_distances(feats(queries), feats(ds.gallery)))
-    ranked = []
-    for (_, qp, qc), d in zip(queries, dist):
-        order = np.argsort(d, kind="stable")
-        ranked.append([ds.gallery[g] for g in order
-                       if not (ds.gallery[g][1] == -1 or (ds.gallery[g][1] == qp and ds.gallery[g][2] == qc))][:top])
-    return plot_ranked_lists(queries, ranked) if title is None else plot_ranked_lists(queries, ranked, title)
+    tops = ranked_gallery(dist, [p for _, p, _ in queries], [c for _, _, c in queries],
+                          [p for _, p, _ in ds.gallery], [c for _, _, c in ds.gallery], top)
+    return plot_ranked_lists(queries, [[ds.gallery[g] for g in t] for t in tops])
 
 
 def update_tables(*tables: int, runs_dir: str | os.PathLike = RUNS,
