@@ -56,11 +56,20 @@ class ReidDataset:
             "test_ids": len(test_ids), "cameras": len(cams),
         }
 
-    def __repr__(self) -> str:  # the default dataclass repr would print every item
+    def __repr__(self) -> str:
+        """A few readable lines (what a notebook shows under ``ds``); the dataclass default would
+        print every item on one line."""
         s = self.summary()
-        return (f"ReidDataset({self.name!r}, protocol={self.protocol!r}, split={self.split}/"
-                f"{self.num_splits}, source={self.source!r}, train={s['train_images']} images/"
-                f"{s['train_ids']} ids, query={s['query_images']}, gallery={s['gallery_images']})")
+        split = "the fixed split" if self.split is None else f"split {self.split} of {self.num_splits} (0-based)"
+        return "\n".join([
+            f"ReidDataset {self.name!r} ({self.source} data)",
+            f"  protocol  {self.protocol}, {split}",
+            f"  root      {self.root}",
+            f"  train     {s['train_images']:,} images, {s['train_ids']:,} ids",
+            f"  query     {s['query_images']:,} images",
+            f"  gallery   {s['gallery_images']:,} images",
+            f"  test      {s['test_ids']:,} ids, {s['cameras']} cameras in all",
+        ])
 
 
 # ---------------------------------------------------------------- registry

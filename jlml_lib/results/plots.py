@@ -1,5 +1,6 @@
 """Every figure of the workbook: training curves, CMC curves, ranked lists, paper-vs-ours bars
-(Tables 2, 5–13) and Table 13's cost bars.
+(Tables 2, 5–13), Table 13's cost bars, and notebook 10's diagnostics (pair distances and ROC,
+Rank-1 by camera pair, the selection weights' norms).
 
 Each function returns its matplotlib Figure; a notebook displays it. Given a ``path``, the figure
 is also written there as a PNG (atomically) and closed, so scripts do not pile figures up.
@@ -172,5 +173,70 @@ def plot_table13(frame: pd.DataFrame, path: str | os.PathLike | None = None) -> 
     axes[1].set_title("Table 13: parameters (final classifier excluded)")
     for ax in axes:
         ax.tick_params(axis="x", rotation=20)
+    fig.tight_layout()
+    return _finish(fig, path)
+
+
+# ---------------------------------------------------------------- diagnostics (notebook 10)
+def plot_pair_distances(positive: np.ndarray, negative: np.ndarray, fpr: np.ndarray, tpr: np.ndarray,
+                        marks: Mapping[float, float], title: str = "",
+                        path: str | os.PathLike | None = None) -> Figure:
+    """Left: the distances of positive and negative pairs as densities (areas 1, so the two shapes
+    compare whatever their counts). Right: the ROC of accepting pairs below a distance, on a log
+    false-positive axis, with ``marks`` = {FPR: TPR} (:func:`jlml_lib.diagnostics.tpr_at_fpr`) as dots;
+    left of the dotted line an FPR means less than one negative pair."""
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 3.8))
+    bins = np.linspace(min(positive.min(), negative.min()), max(positive.max(), negative.max()), 61)
+    ax1.hist(negative, bins=bins, density=True, alpha=0.55, color="tab:red", label=f"negative ({len(negative):,})")
+    ax1.hist(positive, bins=bins, density=True, alpha=0.55, color="tab:green", label=f"positive ({len(positive):,})")
+    ax1.set(xlabel="L2 distance", ylabel="density", title=f"{title} pair distances".strip())
+    ax1.legend(fontsize=8)
+    ax2.plot(fpr, tpr, color="k", lw=1.2)
+    floor = 1.0 / len(negative)
+    ax2.axvline(floor, color="0.5", ls=":", lw=1)
+    for f, t in marks.items():
+        ax2.plot([f], [t], "o", color="tab:blue")
+        ax2.annotate(f"TPR {100 * t:.1f}% @ FPR {f:g}", (f, t), textcoords="offset points", xytext=(6, -12),
+                     fontsize=8)
+    ax2.set(xscale="log", xlim=(min(floor, *marks) / 2 if marks else floor / 2, 1), ylim=(0, 1.02),
+            xlabel="false positive rate (log)", ylabel="true positive rate", title=f"{title} ROC".strip())
+    fig.tight_layout()
+    return _finish(fig, path)
+
+
+def plot_camera_matrix(rank1: pd.DataFrame, queries: pd.DataFrame | None = None, title: str = "",
+                       path: str | os.PathLike | None = None) -> Figure:
+    """Rank-1 (%) of each query camera (row) against each gallery camera alone (column)
+    (:func:`jlml_lib.diagnostics.camera_pair_rank1`); blank cells (the diagonal) have no score,
+    ``queries`` adds the number of queries behind each cell."""
+    values = 100 * rank1.astype(float)
+    text = values.map(lambda v: "" if np.isnan(v) else f"{v:.0f}")
+    if queries is not None:
+        text = text + queries.map(lambda n: f"\nn={n}" if n else "")
+    fig, ax = plt.subplots(figsize=(1.1 * len(rank1.columns) + 2, 0.8 * len(rank1) + 1.2))
+    sns.heatmap(values, annot=text.to_numpy(), fmt="", vmin=0, vmax=100, cmap="viridis", ax=ax,
+                cbar_kws={"label": "Rank-1 (%)"}, annot_kws={"fontsize": 8})
+    ax.set_title(f"{title} Rank-1 by camera pair".strip(), fontsize=10)
+    fig.tight_layout()
+    return _finish(fig, path)
+
+
+def plot_selection_norms(groups: np.ndarray, column_norms: np.ndarray, title: str = "",
+                         path: str | os.PathLike | None = None) -> Figure:
+    """Left: W_L's (unit, stripe) group ℓ1 norms, Eq. (2) (:func:`jlml_lib.selection.unit_stripe_norms`),
+    one column per output unit, units ordered by their strongest stripe and then by its norm.
+    Right: W_G's input-column ℓ2 norms, Eq. (1), largest first (:func:`jlml_lib.selection.sorted_column_norms`)."""
+    g = np.asarray(groups, dtype=float)
+    top = g.argmax(axis=1)
+    order = np.lexsort((-g.max(axis=1), top))
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 3.2), gridspec_kw={"width_ratios": [3, 1]})
+    im = ax1.imshow(g[order].T, aspect="auto", cmap="magma", interpolation="nearest")
+    ax1.set_yticks(range(g.shape[1]), [f"stripe {j + 1}" for j in range(g.shape[1])], fontsize=8)
+    ax1.set(xlabel="output unit of the local feature layer (sorted by its strongest stripe)",
+            title=f"{title} W_L group ℓ1 norms (Eq. 2)".strip())
+    fig.colorbar(im, ax=ax1, label="ℓ1 norm")
+    ax2.plot(np.arange(1, len(column_norms) + 1), column_norms, color="k")
+    ax2.set(yscale="log", xlabel="input column (sorted)", ylabel="ℓ2 norm",
+            title=f"{title} W_G column norms (Eq. 1)".strip())
     fig.tight_layout()
     return _finish(fig, path)

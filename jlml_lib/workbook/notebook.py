@@ -60,6 +60,24 @@ def declared_parameters(notebook: str | os.PathLike) -> list[str]:
     return names
 
 
+def parameter_default(notebook: str | os.PathLike, name: str) -> Any:
+    """The value the notebook's ``parameters`` cell assigns to ``name`` (a literal), so that another
+    notebook can follow it (10 diagnoses the run 05 trains into) without spelling it again."""
+    path = notebook_path(notebook)
+    if name not in declared_parameters(path):
+        raise ConfigError(f"{path.name} has no parameter {name!r}; it takes: {', '.join(declared_parameters(path))}")
+    cell = next(c for c in json.loads(path.read_text(encoding="utf-8"))["cells"]
+                if c.get("cell_type") == "code" and "parameters" in c.get("metadata", {}).get("tags", []))
+    source = cell["source"] if isinstance(cell["source"], str) else "".join(cell["source"])
+    value = None
+    for node in ast.parse(source).body:  # the last assignment wins, as when the cell runs
+        if isinstance(node, (ast.Assign, ast.AnnAssign)) and node.value is not None and any(
+                isinstance(t, ast.Name) and t.id == name
+                for t in (node.targets if isinstance(node, ast.Assign) else [node.target])):
+            value = ast.literal_eval(node.value)
+    return value
+
+
 def check_parameters(namespace: Mapping[str, Any], notebook: str | os.PathLike) -> None:
     """Fail loudly on a parameter the notebook does not declare (papermill only warns).
 
