@@ -21,10 +21,8 @@ SCALE = 0.05
 
 
 @pytest.fixture(scope="module")
-def root(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("c")
-    generate("cuhk03", root, scale=SCALE, seed=1)
-    return root
+def root(synthetic_root) -> Path:
+    return synthetic_root("cuhk03", scale=SCALE, seed=1)
 
 
 def test_file_is_matlab_v73_with_the_real_nesting(root):

@@ -15,10 +15,8 @@ from jlml_lib.errors import ConfigError, DataError
 
 
 @pytest.fixture(scope="module")
-def viper(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("i")
-    generate("viper", root, scale=0.05, seed=0)
-    return root
+def viper(synthetic_root) -> Path:
+    return synthetic_root("viper", scale=0.05, seed=0)
 
 
 def test_test_transform_is_resize_and_imagenet_normalisation(tmp_path):

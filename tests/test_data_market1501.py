@@ -2,6 +2,7 @@
 and the two real query crops (skipped when ../shared/realdata is absent)."""
 from __future__ import annotations
 
+import dataclasses
 import shutil
 from collections import Counter
 from pathlib import Path
@@ -21,10 +22,8 @@ SCALE = 0.03
 
 
 @pytest.fixture(scope="module")
-def root(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("m")
-    generate("market1501", root, scale=SCALE, seed=3)
-    return root
+def root(synthetic_root) -> Path:
+    return synthetic_root("market1501", scale=SCALE, seed=3)
 
 
 def test_counts_follow_the_plan(root):
@@ -37,6 +36,17 @@ def test_counts_follow_the_plan(root):
     g = Counter(pid for _, pid, _ in ds.gallery)
     assert g[-1] == p["junk"] and g[0] == p["distractors"]
     assert len(ds.extras["gt_bbox"]) == p["gt_bbox"]
+
+
+def test_repr_is_a_short_summary(root):
+    ds = load_dataset("market1501", root)
+    lines = repr(ds).splitlines()
+    assert lines[0] == "ReidDataset 'market1501' (synthetic data)"
+    assert lines[1] == "  protocol  market1501, the fixed split" and lines[2] == f"  root      {ds.root}"
+    assert lines[3:6] == [f"  train     {len(ds.train):,} images, {ds.num_train_pids:,} ids",
+                          f"  query     {len(ds.query):,} images", f"  gallery   {len(ds.gallery):,} images"]
+    assert lines[6].startswith("  test      ") and lines[6].endswith(" 6 cameras in all")
+    assert "split 3 of 20 (0-based)" in repr(dataclasses.replace(ds, split=3, num_splits=20))
 
 
 def test_pids_cameras_and_relabelling(root):

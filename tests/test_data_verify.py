@@ -14,12 +14,9 @@ M = "Market-1501-v15.09.15"
 
 
 @pytest.fixture(scope="module")
-def pristine(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("v")
-    generate("market1501", root, scale=0.01, seed=0)
-    generate("cuhk03", root, scale=0.02, seed=0)
-    generate("grid", root, scale=0.05, seed=0)
-    return root
+def pristine(synthetic_root) -> Path:
+    # never damaged: each test works on a copy (fixture ``copy``)
+    return synthetic_root("market1501", "cuhk03", "grid", scale={"market1501": 0.01, "cuhk03": 0.02, "grid": 0.05})
 
 
 @pytest.fixture

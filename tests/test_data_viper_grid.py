@@ -15,12 +15,9 @@ from jlml_lib.errors import ConfigError, DataError
 
 
 @pytest.fixture(scope="module")
-def root(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("vg")
-    generate("viper", root, scale=0.1, seed=0)
-    generate("grid", root, scale=0.1, seed=0)
-    generate("imagenet", root, scale=0.005, seed=0)
-    return root
+def root(synthetic_root) -> Path:
+    # three datasets side by side in one root, as a user's data folder holds them
+    return synthetic_root("viper", "grid", "imagenet", scale={"viper": 0.1, "grid": 0.1, "imagenet": 0.005})
 
 
 def test_stored_viper_splits_are_the_seeded_draw():

@@ -19,9 +19,7 @@ TINY = dict(iterations=2, batch_size=8, image_height=32, image_width=16, log_eve
             workers=0, progress=False, eval_batch_size=32)
 
 
-@pytest.fixture(autouse=True)
-def private_cache(tmp_path_factory, monkeypatch):
-    monkeypatch.setenv("JLML_CACHE", str(tmp_path_factory.getbasetemp() / "jlml-cache"))
+pytestmark = pytest.mark.usefixtures("private_cache")  # tests/conftest.py
 
 
 def test_splits_ablation_tags_and_records(tmp_path):

@@ -21,9 +21,7 @@ TINY = dict(iterations=2, batch_size=8, image_height=32, image_width=16, log_eve
             workers=0, progress=False, evaluate=False)
 
 
-@pytest.fixture(autouse=True)
-def private_cache(tmp_path_factory, monkeypatch):
-    monkeypatch.setenv("JLML_CACHE", str(tmp_path_factory.getbasetemp() / "jlml-cache"))
+pytestmark = pytest.mark.usefixtures("private_cache")  # tests/conftest.py
 
 
 def _copy(tmp_path: Path, name: str, *, real: bool) -> Path:
