@@ -13,6 +13,8 @@ import tempfile
 from pathlib import Path
 from typing import IO, Any, Iterator
 
+import torch
+
 
 @contextlib.contextmanager
 def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
@@ -46,8 +48,6 @@ def write_json(path: str | os.PathLike, obj: Any) -> Path:
 
 def torch_save(obj: Any, path: str | os.PathLike) -> Path:
     """``torch.save`` through a temporary file, so a checkpoint is never half-written."""
-    import torch
-
     with atomic_open(path, "wb") as fh:
         torch.save(obj, fh)
     return Path(path)

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, NamedTuple, Sequence
 
 import numpy as np
+from scipy import stats
 
 from jlml_lib.errors import ConfigError, DataError
 
@@ -392,7 +393,6 @@ def stratified_bootstrap_ci(results: Sequence[Any], clusters: Sequence[Any] | No
 def t_summary(values: Sequence[float], *, level: float = 0.95) -> Summary:
     """Mean, sample std and the t-interval of the mean, ``mean ± t_{n-1,(1+level)/2} · std / √n``
     (Student; assumes roughly normal per-run values -- a rough guide with 3-5 seeds)."""
-    from scipy import stats
 
     _check_options(1, level, 0)
     v = np.asarray(values, dtype=np.float64).reshape(-1)

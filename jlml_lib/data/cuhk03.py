@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from scipy.io import loadmat
 
 from jlml_lib.data.base import (ReidDataset, check_split, find_dataset_dir, register, relabel,
                                 source_of)
@@ -96,7 +97,6 @@ def find_config(ddir: Path, kind: str, config: str | os.PathLike | None) -> Path
 
 def read_config(cfg: Path) -> dict[str, np.ndarray]:
     """The new-protocol config: filelist, labels, camId and 1-based index lists."""
-    from scipy.io import loadmat
 
     try:
         m = loadmat(str(cfg))

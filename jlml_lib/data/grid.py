@@ -13,6 +13,7 @@ import re
 from pathlib import Path
 
 import numpy as np
+from scipy.io import loadmat
 
 from jlml_lib.data.base import (ReidDataset, check_split, find_dataset_dir, register, relabel,
                                 source_of)
@@ -40,7 +41,6 @@ def read_folder(folder: Path) -> list[tuple[str, int, int]]:
 
 def read_folds(path: Path) -> list[list[int]]:
     """The 10 folds' training pids from ``trainIdxAll`` (third struct field, ``personIdx``)."""
-    from scipy.io import loadmat
 
     if not path.is_file():
         raise DataError(f"grid: {path} is missing; it ships with GRID (underground_reid.zip) and "

@@ -17,13 +17,18 @@ Transforms (the paper, §4 "Implementation": "All person images were resized to 
 from __future__ import annotations
 
 import os
+import random
 import threading
 from typing import Any, Callable, Sequence
 
+import h5py
 import numpy as np
+import torch
 from PIL import Image, UnidentifiedImageError
+from torch.utils.data import DataLoader
+from torchvision import transforms as T
 
-from jlml_lib.errors import DataError
+from jlml_lib.errors import ConfigError, DataError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -50,7 +55,6 @@ def parse_cuhk03_ref(ref: str) -> tuple[str, str, int, int, int]:
 
 
 def h5_file(path: str):
-    import h5py
 
     key = (os.getpid(), path)
     with _h5_lock:
@@ -116,11 +120,8 @@ def open_image(ref: str) -> Image.Image:
 
 def build_transform(image_size: tuple[int, int], train: bool) -> Callable:
     """Resize to ``image_size`` = (H, W), normalise; flip at random when ``train``."""
-    from torchvision import transforms as T
-
     h, w = (int(v) for v in image_size)
     if h <= 0 or w <= 0:
-        from jlml_lib.errors import ConfigError
         raise ConfigError(f"image_size must be two positive integers (H, W), got {image_size!r}.")
     steps: list = [T.Resize((h, w), interpolation=T.InterpolationMode.BILINEAR)]
     if train:
@@ -148,10 +149,6 @@ class ImageDataset:
 
 
 def _seed_worker(worker_id: int) -> None:
-    import random
-
-    import torch
-
     seed = torch.initial_seed() % 2**32  # distinct per worker, derived from the loader's seed
     np.random.seed(seed)
     random.seed(seed)
@@ -161,9 +158,6 @@ def build_loader(items: Sequence[tuple[str, int, int]], *, image_size: tuple[int
                  train: bool, batch_size: int, workers: int = 0, seed: int = 0,
                  drop_last: bool | None = None, sampler: Any = None):
     """A ``DataLoader`` over ``items``: shuffled (seeded) for training unless a sampler is given."""
-    import torch
-    from torch.utils.data import DataLoader
-
     if len(items) == 0:
         raise DataError("build_loader: the item list is empty; check the dataset split "
                         "(e.g. a query list of a dataset with no test set).")

@@ -14,8 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from jlml_lib.data.base import ReidDataset, load_dataset
+from jlml_lib.data.images import open_image
 from jlml_lib.paths import PAPER, REPO_ROOT
 from jlml_lib.results.records import STATS_KEYS
 
@@ -63,7 +65,6 @@ def paper_table2() -> dict[str, dict[str, Any]]:
 
 def table2(rows: list[dict[str, Any]]):
     """Ours beside the paper's row, one line each, with the source of every line."""
-    import pandas as pd
 
     paper = paper_table2()
     cols = list(STATS_KEYS)
@@ -82,7 +83,6 @@ def table2(rows: list[dict[str, Any]]):
 def camera_mosaic(items, per_camera: int = 4, size: tuple[int, int] = (128, 64),
                   seed: int = 0) -> tuple[np.ndarray, list[int]]:
     """A (cameras × per_camera) mosaic of random images per camera; returns it and the cameras."""
-    from jlml_lib.data.images import open_image
 
     rng = np.random.default_rng(seed)
     by_cam: dict[int, list[str]] = {}

@@ -17,8 +17,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import h5py
 import numpy as np
 from PIL import Image
+from scipy.io import loadmat
 
 from jlml_lib.data.base import get_spec, synthetic_info
 from jlml_lib.data.manifests import load_manifest, synthetic_manifest
@@ -258,7 +260,6 @@ def _check_mat(rep: Report, ddir: Path, fname: str, spec: dict, quick: bool) -> 
 
 
 def _check_v5(rep: Report, path: Path, spec: dict) -> None:
-    from scipy.io import loadmat
 
     m = loadmat(str(path))
     missing = [f for f in spec["fields"] if f not in m]
@@ -292,7 +293,6 @@ def _check_v5(rep: Report, path: Path, spec: dict) -> None:
 
 
 def _check_v73(rep: Report, path: Path, spec: dict, quick: bool) -> None:
-    import h5py
 
     with h5py.File(path, "r") as fh:
         missing = [f for f in spec["fields"] if f not in fh]

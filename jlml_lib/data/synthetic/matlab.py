@@ -6,7 +6,9 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import h5py
 import numpy as np
+from scipy.io import savemat
 
 HEADER_V73 = "MATLAB 7.3 MAT-file, Platform: GLNXA64, Created on: {date} HDF5 schema 1.00 ."
 
@@ -23,7 +25,6 @@ class V73Writer:
     """Minimal MATLAB v7.3 writer for cell arrays of numeric arrays."""
 
     def __init__(self, path: Path):
-        import h5py
 
         self.path = path
         self.f = h5py.File(path, "w", userblock_size=512, libver="earliest", track_order=False)
@@ -37,7 +38,6 @@ class V73Writer:
 
     def array(self, arr: np.ndarray | None, cls: str | None = None):
         """Store a MATLAB array (``None``: an empty ``[]``) in ``#refs#``; return its reference."""
-        import h5py  # noqa: F401
 
         name = self._name()
         if arr is None:
@@ -53,7 +53,6 @@ class V73Writer:
 
     def cell(self, refs: np.ndarray, name: str | None = None):
         """A cell array of references (MATLAB shape ``refs.shape``), top-level if ``name``."""
-        import h5py
 
         data = np.empty(refs.shape[::-1], dtype=h5py.ref_dtype)
         data[...] = refs.T
@@ -71,7 +70,6 @@ class V73Writer:
 
 
 def savemat_v5(path: Path, data: dict) -> None:
-    from scipy.io import savemat
 
     savemat(str(path), data, format="5", do_compression=True, oned_as="column")
     # scipy stamps the creation time into the header: fix it so output is deterministic
