@@ -13,13 +13,16 @@ pid ``0`` distractors included, is a *negative*), on the paper's L2 distance (§
 * :func:`worst_queries`: the queries with the lowest AP, and :func:`ranked_gallery`: what a
   query sees first (junk skipped);
 * :func:`run_features` / :func:`branch_metrics`: a run's model re-extracted from its checkpoint,
-  and Rank-1 / mAP / mINP of its global, local and joint features (Table 9's view of one run).
+  and Rank-1 / mAP / mINP of its global, local and joint features (Table 9's view of one run),
+  beside what the run recorded (:func:`recorded`); :func:`run_data` / :func:`check_data`: the data
+  it was trained on, so that it is diagnosed on its own test set.
 
 Ranking itself is always :func:`jlml_lib.evaluation.rank_metrics_from_features`; nothing here
 re-implements CMC, AP or mINP.
 """
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Sequence
@@ -34,7 +37,8 @@ from jlml_lib.evaluation import RankMetrics, rank_metrics_from_features
 from jlml_lib.model import FEATURE_KINDS
 
 __all__ = ["PairDistances", "pair_distances", "roc_curve", "roc_auc", "tpr_at_fpr", "FPR_POINTS",
-           "camera_pair_rank1", "camera_label", "worst_queries", "ranked_gallery", "RunFeatures", "run_features", "split_joint",
+           "camera_pair_rank1", "camera_label", "worst_queries", "ranked_gallery", "query_table",
+           "MARKET_RULES", "run_data", "check_data", "recorded", "RunFeatures", "run_features", "split_joint",
            "branch_metrics"]
 
 #: the false-positive rates at which the verification view is read (issue 14)
@@ -195,6 +199,70 @@ def ranked_gallery(dist: Any, q_pids: Any, q_camids: Any, g_pids: Any, g_camids:
         order = np.argsort(row, kind="stable")
         keep = ~(g_junk[order] | ((gp[order] == p) & (gc[order] == c)))
         out.append(order[keep][:top])
+    return out
+
+
+def query_table(metrics: RankMetrics, indices: Sequence[int], q_pids: Any, q_camids: Any) -> pd.DataFrame:
+    """One row per chosen query: its pid, camera, AP, the non-junk rank of its first match and its
+    INP (all from ``metrics``, the evaluation's own per-query results)."""
+    idx = np.asarray(indices, dtype=np.int64)
+    inp = metrics.query_inp[idx] if metrics.query_inp is not None else np.full(len(idx), np.nan)
+    return pd.DataFrame({"query": idx, "pid": np.asarray(q_pids)[idx],
+                         "camera": [camera_label(c) for c in np.asarray(q_camids)[idx]],
+                         "AP (%)": 100 * metrics.query_ap[idx], "first match at rank": metrics.first_rank[idx],
+                         "INP (%)": 100 * inp}).set_index("query")
+
+
+# ---------------------------------------------------------------- the run and its data
+#: test protocols with the Market-1501 rules (camera ids and junk as above)
+MARKET_RULES = ("market1501", "cuhk03-new")
+
+
+def _run_config(run_dir: str | os.PathLike) -> dict[str, Any]:
+    from jlml_lib.paths import RunDir
+
+    path = RunDir(run_dir).first_run().config
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{run_dir}: cannot read the run's {path.name} ({exc}); is it a run folder of "
+                          "`jlml train` (e.g. 05's runs/05_market)?") from None
+
+
+def run_data(run_dir: str | os.PathLike) -> dict[str, str]:
+    """What the run was trained and evaluated on, from its config.json: ``dataset``, ``source``
+    (real / synthetic) and ``root`` (open it to diagnose the run on its own test set)."""
+    parts = _run_config(run_dir).get("components") or []
+    if len(parts) != 1:
+        raise ConfigError(f"{run_dir}: trained on {len(parts)} datasets; the diagnostics need a run evaluated on "
+                          "one test set, e.g. 05's Market-1501 run")
+    return dict(parts[0])
+
+
+def check_data(run_dir: str | os.PathLike, ds: Any) -> None:
+    """Refuse to diagnose a run on another dataset or source than it was trained on, or on a test
+    protocol without the Market-1501 rules (camera pairs and junk mean nothing there)."""
+    trained = run_data(run_dir)
+    if ds.name != trained["dataset"] or ds.source != trained["source"]:
+        raise ConfigError(f"{run_dir} was trained on {trained['source']} {trained['dataset']} ({trained['root']}), "
+                          f"not on {ds.source} {ds.name} ({ds.root}): train it on this data first (notebook 05 "
+                          "with the same data_root), or leave data_root=None to use the run's own data")
+    if ds.protocol not in MARKET_RULES:
+        raise ConfigError(f"{ds.name}: test protocol {ds.protocol!r}; the diagnostics follow the Market-1501 rules "
+                          f"({', '.join(MARKET_RULES)})")
+
+
+def recorded(run_dir: str | os.PathLike) -> dict[str, dict[str, Any]]:
+    """The single-query metrics the run itself recorded, per feature kind that it evaluated."""
+    from jlml_lib.paths import METRICS, RunDir
+    from jlml_lib.results.runs import read_record
+
+    run = RunDir(run_dir).first_run()
+    out = {}
+    for kind in FEATURE_KINDS:
+        if (run.eval_dir(kind) / METRICS).exists():
+            m = read_record(run.path, kind)["metrics"]
+            out[kind] = m.get("single_query", m)
     return out
 
 

@@ -2,6 +2,7 @@
 per-branch view, on hand-computed cases and against plain reference loops; its figures."""
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -12,7 +13,6 @@ from hypothesis import strategies as st
 
 from jlml_lib import diagnostics as dg
 from jlml_lib.data import load_dataset
-from jlml_lib.data.synthetic import generate
 from jlml_lib.engine.checkpoint import save_final
 from jlml_lib.engine.config import make_config
 from jlml_lib.errors import ConfigError, DataError
@@ -20,6 +20,8 @@ from jlml_lib.data import build_loader
 from jlml_lib.distances import pairwise_distances
 from jlml_lib.evaluation import RankMetrics, rank_metrics
 from jlml_lib.features import extract_features
+from jlml_lib.io import write_json
+from jlml_lib.paths import RunDir
 from jlml_lib.results import plots
 from jlml_lib.selection import sorted_column_norms, unit_stripe_norms
 
@@ -166,6 +168,10 @@ def test_worst_queries_skip_queries_with_nothing_to_find():
                       first_rank=np.ones(1, dtype=int))
     with pytest.raises(ConfigError, match="no per-query mINP"):
         dg.worst_queries(old)
+    table = dg.query_table(m, [2, 4], q_pids=[5, 6, 7, 8, 9], q_camids=[0, 1, 2, 3, 5])
+    assert table.index.tolist() == [2, 4] and table["pid"].tolist() == [7, 9]
+    assert table["camera"].tolist() == ["cam 3", "cam 6"] and table["first match at rank"].tolist() == [3, 4]
+    assert table["AP (%)"].tolist() == [20.0, 20.0] and table["INP (%)"].tolist() == [30.0, 20.0]
 
 
 def test_ranked_gallery_skips_junk_and_keeps_gallery_order_on_ties():
@@ -191,17 +197,30 @@ def test_split_joint_gives_each_branch():
 
 
 @pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
+def tiny_run(tmp_path_factory, synthetic_root):
     """A synthetic Market-1501 copy and an untrained model saved as a run's final checkpoint."""
-    root = tmp_path_factory.mktemp("data")
-    generate("market1501", root, scale=0.01, seed=1)
-    ds = load_dataset("market1501", root)
+    ds = load_dataset("market1501", synthetic_root("market1501", scale=0.01, seed=1))
     run = tmp_path_factory.mktemp("run")
     torch.manual_seed(1)
     cfg = make_config("smoke", {"eval_normalize": True})
     save_final(run, model=cfg.build_model(ds.num_train_pids), iteration=0, config=cfg.to_dict(),
                num_classes=ds.num_train_pids, data={})
+    write_json(RunDir(run).config, {**cfg.to_dict(), "source": ds.source,
+                                    "components": [{"dataset": ds.name, "source": ds.source, "root": str(ds.root)}]})
     return run, ds
+
+
+def test_the_run_is_diagnosed_on_its_own_data(tiny_run, tmp_path):
+    run, ds = tiny_run
+    assert dg.run_data(run) == {"dataset": "market1501", "source": "synthetic", "root": str(ds.root)}
+    dg.check_data(run, ds)
+    with pytest.raises(ConfigError, match="trained on synthetic market1501 .* not on real market1501"):
+        dg.check_data(run, dataclasses.replace(ds, source="real"))
+    with pytest.raises(ConfigError, match="test protocol 'viper'"):
+        dg.check_data(run, dataclasses.replace(ds, protocol="viper"))
+    assert dg.recorded(run) == {}  # evaluated nothing (no metrics.json)
+    with pytest.raises(ConfigError, match="cannot read the run's config.json"):
+        dg.run_data(tmp_path)
 
 
 @pytest.mark.slow

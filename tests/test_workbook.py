@@ -111,7 +111,7 @@ def test_unknown_parameter_fails_the_notebook(tmp_path):
 
 def test_selection_and_data_roots(tmp_path):
     assert [p.stem for p in workbook.select(["05"])] == ["05_market"]
-    assert [p.stem for p in workbook.select(start="08")] == ["08_ablations", "09_paper_tables"]
+    assert [p.stem for p in workbook.select(start="08")] == ["08_ablations", "09_paper_tables", "10_diagnostics"]
     with pytest.raises(ConfigError, match="no notebook matches '42'"):
         workbook.select(["42"])
     assert workbook.parse_data_roots([f"viper={tmp_path}"]) == {"viper": str(tmp_path.resolve())}
@@ -170,6 +170,34 @@ def test_a_wrong_data_root_fails_in_the_notebook_not_silently(tmp_path):
                             kernel_name="python3", progress_bar=False, cwd=str(ROOT))
     assert err.value.ename == "DataError"
     assert not (tmp_path / "run").exists()  # nothing was trained
+
+
+def test_the_runner_prints_no_kernel_warnings(tmp_path, capfd, monkeypatch):
+    """ipykernel's "Kernel is running over TCP without encryption" used to come before every notebook."""
+    monkeypatch.setattr(workbook, "build_tables", lambda *a: [])  # not the repository's results/tables
+    path = tmp_path / "notebooks" / "00_setup.ipynb"
+    path.parent.mkdir()
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.cells = [nbformat.v4.new_code_cell("x = 1", metadata={"tags": ["parameters"]}),
+                nbformat.v4.new_code_cell("print('ran', x + 1)")]
+    nbformat.write(nb, path)
+    assert workbook.run(workbook.Plan([path], executed_dir=tmp_path / "executed")) == 0
+    out = capfd.readouterr()
+    assert "[1/1] 00_setup.ipynb" in out.out
+    assert "without encryption" not in out.out + out.err and "WARNING" not in out.err
+    executed = nbformat.read(tmp_path / "executed" / "00_setup.ipynb", as_version=4)
+    assert executed.cells[-1].outputs[0]["text"] == "ran 2\n"
+    assert not list(ROOT.glob("kernel-ipc-*"))  # no socket files left in the working folder
+
+
+def test_parameter_default_follows_the_notebook(tmp_path):
+    path = _notebook_with(tmp_path, 'out_dir = "runs/x"  # where\nn: int = 3\nn = 4\ninit = None\n')
+    assert notebook.parameter_default(path, "out_dir") == "runs/x"
+    assert notebook.parameter_default(path, "n") == 4 and notebook.parameter_default(path, "init") is None
+    assert notebook.parameter_default("05_market", "out_dir") == "runs/05_market"  # what 10 diagnoses
+    with pytest.raises(ConfigError, match="has no parameter 'later'"):
+        notebook.parameter_default(path, "later")
 
 
 def test_the_old_entry_point_still_runs_the_workbook(capsys):

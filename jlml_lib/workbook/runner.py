@@ -17,11 +17,14 @@ every run's ``metrics.json``.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from jlml_lib.errors import ConfigError
 from jlml_lib.paths import EXECUTED, IMAGENET_STAGE, RUNS, TABLES, RunDir, repo_root
@@ -31,11 +34,11 @@ from jlml_lib.workbook.notebook import PROFILES, declared_parameters, notebook_d
 #: the workbook, in the order it runs
 NOTEBOOKS: tuple[str, ...] = (
     "00_setup", "01_data_preparation", "02_model", "03_imagenet_pretraining", "04_cuhk03", "05_market",
-    "06_viper", "07_grid", "08_ablations", "09_paper_tables",
+    "06_viper", "07_grid", "08_ablations", "09_paper_tables", "10_diagnostics",
 )
 # notebook -> the dataset whose --data-root it takes as "data_root" (others take "<name>_root")
 DATA_ROOT_OF = {"03_imagenet_pretraining": "imagenet", "04_cuhk03": "cuhk03", "05_market": "market1501",
-                "06_viper": "viper", "07_grid": "grid", "08_ablations": "market1501"}
+                "06_viper": "viper", "07_grid": "grid", "08_ablations": "market1501", "10_diagnostics": "market1501"}
 #: the datasets a --data-root can name
 DATASETS = ("market1501", "cuhk03", "viper", "grid", "imagenet")
 # where a chain's checkpoint is left, relative to the repo root, and which notebooks take it as `init`
@@ -96,6 +99,26 @@ def notebook_parameters(path: Path, plan: Plan) -> dict[str, Any]:
     return params
 
 
+@contextlib.contextmanager
+def kernel_options() -> Iterator[dict[str, Any]]:
+    """papermill's options for the notebooks' kernels, without ipykernel's start-up warning.
+
+    Over TCP (jupyter_client's default) every kernel logs "Kernel is running over TCP without
+    encryption..." to the terminal, between the progress lines. On POSIX the kernels talk over
+    Unix sockets (IPC) instead, in a private temporary folder (jupyter_client would put them in the
+    working folder, the repository root); elsewhere they stay on TCP with the kernel's log level at
+    ERROR. Errors in cells reach the runner through the messages either way.
+    """
+    if os.name != "posix":
+        yield {"extra_arguments": ["--IPKernelApp.log_level=ERROR"]}
+        return
+    from traitlets.config import Config
+
+    with tempfile.TemporaryDirectory(prefix="jlml-kernel-") as folder:
+        # socket files are "<ip>-<port>"; the folder is private to this user (mkdtemp: 0700)
+        yield {"config": Config({"KernelManager": {"transport": "ipc", "ip": os.path.join(folder, "kernel")}})}
+
+
 def run(plan: Plan, *, log=print) -> int:
     # imported here: papermill takes seconds to import, and environment.py (00_setup) imports
     # this module for DATASETS only
@@ -110,13 +133,15 @@ def run(plan: Plan, *, log=print) -> int:
         log(f"[{i}/{len(plan.notebooks)}] {path.name} {shown}".rstrip())
         start = time.perf_counter()
         try:
-            pm.execute_notebook(str(path), str(out), parameters=params, cwd=str(repo_root()),
-                                kernel_name="python3", progress_bar=False, log_output=False)
+            with kernel_options() as options:
+                pm.execute_notebook(str(path), str(out), parameters=params, cwd=str(repo_root()),
+                                    kernel_name="python3", progress_bar=False, log_output=False, **options)
         except pm.PapermillExecutionError as err:
             log(f"FAILED {path.name} at cell {err.exec_count} after {time.perf_counter() - start:.0f} s: "
                 f"{err.ename}: {err.evalue}\n  the executed copy (with the error) is kept at {out}")
             return 1
-        log(f"      done in {time.perf_counter() - start:.0f} s -> {out.relative_to(repo_root())}")
+        shown_out = out.relative_to(repo_root()) if out.is_relative_to(repo_root()) else out
+        log(f"      done in {time.perf_counter() - start:.0f} s -> {shown_out}")
     written = build_tables(repo_root() / RUNS, repo_root() / TABLES)
     log(f"tables: {len(written)} files in {TABLES}/; workbook wall time {time.perf_counter() - total:.0f} s")
     return 0
