@@ -11,6 +11,8 @@ One folder per concern (docs/ARCHITECTURE.md has the whole map and how a run flo
     reranking    k-reciprocal re-ranking (beyond the paper)
     protocols    per-dataset test protocols built on `evaluation`
     uncertainty  bootstrap intervals and paired differences of every metric
+    diagnostics  where a trained model fails: pair distances and ROC, Rank-1 by camera pair,
+                 worst queries, global/local/joint features of one run (notebook 10)
     paths        the repository root and the layout of a run folder (RunDir)
     engine/      training: config, sampler, loop, checkpoint, distributed, evaluate, run, cli
     train        the training entry point (`python -m jlml_lib.train`, torchrun)

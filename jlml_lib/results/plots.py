@@ -196,8 +196,8 @@ def plot_pair_distances(positive: np.ndarray, negative: np.ndarray, fpr: np.ndar
     ax2.axvline(floor, color="0.5", ls=":", lw=1)
     for f, t in marks.items():
         ax2.plot([f], [t], "o", color="tab:blue")
-        ax2.annotate(f"TPR {100 * t:.1f}% @ FPR {f:g}", (f, t), textcoords="offset points", xytext=(6, -12),
-                     fontsize=8)
+        ax2.annotate(f"TPR {100 * t:.1f}% @ FPR {f:g}", (f, t), textcoords="offset points", xytext=(-8, 8),
+                     ha="right", fontsize=8)
     ax2.set(xscale="log", xlim=(min(floor, *marks) / 2 if marks else floor / 2, 1), ylim=(0, 1.02),
             xlabel="false positive rate (log)", ylabel="true positive rate", title=f"{title} ROC".strip())
     fig.tight_layout()
@@ -217,6 +217,7 @@ def plot_camera_matrix(rank1: pd.DataFrame, queries: pd.DataFrame | None = None,
     sns.heatmap(values, annot=text.to_numpy(), fmt="", vmin=0, vmax=100, cmap="viridis", ax=ax,
                 cbar_kws={"label": "Rank-1 (%)"}, annot_kws={"fontsize": 8})
     ax.set_title(f"{title} Rank-1 by camera pair".strip(), fontsize=10)
+    ax.tick_params(axis="y", rotation=0)
     fig.tight_layout()
     return _finish(fig, path)
 
@@ -236,7 +237,7 @@ def plot_selection_norms(groups: np.ndarray, column_norms: np.ndarray, title: st
             title=f"{title} W_L group ℓ1 norms (Eq. 2)".strip())
     fig.colorbar(im, ax=ax1, label="ℓ1 norm")
     ax2.plot(np.arange(1, len(column_norms) + 1), column_norms, color="k")
-    ax2.set(yscale="log", xlabel="input column (sorted)", ylabel="ℓ2 norm",
+    ax2.set(ylim=(0, None), xlabel="input column (sorted)", ylabel="ℓ2 norm",
             title=f"{title} W_G column norms (Eq. 1)".strip())
     fig.tight_layout()
     return _finish(fig, path)
