@@ -222,7 +222,7 @@ def _compile_child() -> int:
 
 
 # ---------------------------------------------------------------- the real input path
-def _market_root(args, quick: bool) -> tuple[Path, dict[str, Any]]:
+def _market_root(args, quick: bool, timeout: float) -> tuple[Path, dict[str, Any]]:
     """A Market-1501 copy: --market-root, an earlier complete one, or a new one generated here."""
     from jlml_lib.data.base import read_marker
 
@@ -235,7 +235,7 @@ def _market_root(args, quick: bool) -> tuple[Path, dict[str, Any]]:
         return root, {"generated": False, "reused": str(root)}
     workers = args.workers or os.cpu_count() or 1
     rc, tail, wall = _run([sys.executable, "-m", "jlml_lib.data.cli", "generate", "market1501", str(root),
-                           "--scale", f"{scale:g}", "--workers", str(workers)], 120 if not quick else 60)
+                           "--scale", f"{scale:g}", "--workers", str(workers)], timeout)
     if rc != 0:
         raise RuntimeError(f"generating Market-1501 failed ({'timeout' if rc is None else rc}): {tail[-1500:]}")
     return root, {"generated": True, "scale": scale, "generate_s": wall, "generate_workers": workers}
@@ -269,7 +269,7 @@ def part_input(args, clock: Clock, model_ips: float | None) -> dict[str, Any]:
     cuda = torch.cuda.is_available()
     quick = args.quick or not cuda
     deadline = time.perf_counter() + clock.box("input")
-    root, info = _market_root(args, quick)
+    root, info = _market_root(args, quick, deadline - time.perf_counter())
     out: dict[str, Any] = {"root": str(root), **info}
     ds = load_dataset("market1501", root)
     out["train_images"] = len(ds.train)
