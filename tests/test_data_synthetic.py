@@ -128,3 +128,19 @@ def test_resolve_root(tmp_path, monkeypatch):
         resolve_root("grid", tmp_path / "missing")
     r, s = resolve_root("viper", root.parent)
     assert (r, s) == (root, "synthetic")
+
+
+def test_resolve_root_of_the_union_reads_each_component(tmp_path):
+    """cuhk03+market1501 from one root: each dataset's own marker decides its source, so a
+    Market-1501 without a marker (a real copy) beside a generated CUHK03 is "mixed"."""
+    import shutil
+
+    both = tmp_path / "both"
+    generate("cuhk03+market1501", both, scale=0.02, seed=0, structure_only=True)
+    assert resolve_root("cuhk03+market1501", both) == (both, "synthetic")
+    mixed = tmp_path / "mixed"
+    generate("cuhk03", mixed, scale=0.02, seed=0, structure_only=True)
+    shutil.copytree(both / "Market-1501-v15.09.15", mixed / "Market-1501-v15.09.15")  # no marker entry
+    assert resolve_root("cuhk03+market1501", mixed) == (mixed, "mixed")
+    with pytest.raises(DataError, match="does not exist"):
+        resolve_root("cuhk03+market1501", tmp_path / "nothing-here")

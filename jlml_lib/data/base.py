@@ -217,6 +217,7 @@ def cache_dir() -> Path:
 def resolve_root(name: str, data_root: str | os.PathLike | None = None, *,
                  scale: float | None = None, seed: int = 0) -> tuple[Path, str]:
     """``(root, source)``: the user's copy when ``data_root`` is given, else the synthetic one.
+    ``source`` is "real", "synthetic", or for ``cuhk03+market1501`` also "mixed".
 
     A ``data_root`` that does not hold the dataset is an error, never a silent fall-back to
     synthetic data. Synthetic copies live in ``$JLML_CACHE`` (default ``~/.cache/jlml``) under
@@ -226,9 +227,12 @@ def resolve_root(name: str, data_root: str | os.PathLike | None = None, *,
     if data_root is not None and str(data_root) != "":
         root = Path(data_root).expanduser()
         if name == "cuhk03+market1501":
-            spec.loader(root)  # raises a DataError naming what is missing
-            marker = read_marker(root)
-            return root, "synthetic" if marker.get("datasets") else "real"
+            # each component's own marker decides (a real Market-1501 beside a generated
+            # CUHK03 is "mixed", not "synthetic"); the loader raises a DataError naming what
+            # is missing
+            parts = spec.loader(root).extras["components"]
+            sources = {c["source"] for c in parts}
+            return root, sources.pop() if len(sources) == 1 else "mixed"
         ddir = find_dataset_dir(name, root)
         return ddir, source_of(name, ddir)
     from jlml_lib.data import synthetic

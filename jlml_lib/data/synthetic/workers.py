@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import sys
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
@@ -51,8 +52,15 @@ def ordered_map(fn: Callable, tasks: Sequence, workers: int) -> Iterator:
     if workers <= 1:
         yield from map(fn, tasks)
         return
-    # a pool per call: forked *after* the caller set _SHARED, so the workers see it
-    with mp.get_context("fork").Pool(workers) as pool:
+    # a pool per call: forked *after* the caller set _SHARED, so the workers see it. Python
+    # 3.12 warns that forking a process with threads may deadlock; the only other threads here
+    # are idle BLAS/torch pools (OpenBLAS re-initialises after fork) and the workers run
+    # numpy and PIL only
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*use of fork\\(\\) may lead to deadlocks",
+                                category=DeprecationWarning)
+        pool = mp.get_context("fork").Pool(workers)
+    with pool:
         yield from pool.imap(fn, tasks)
 
 
