@@ -114,7 +114,7 @@ def crop_jitter(rng: np.random.Generator, n: int, kind: str) -> tuple[np.ndarray
 
 
 def render(shots: Shots, rgb: np.ndarray, alpha: np.ndarray, cams: Cameras,
-           out_sizes: np.ndarray | tuple[int, int], *, batch: int = 256):
+           out_sizes: np.ndarray | tuple[int, int], *, batch: int = workers.BATCH):
     """Yield ``(i, uint8 H×W×3 array)`` for every shot, in order.
 
     ``out_sizes`` is one (H, W) for all images or an (N, 2) array of per-image sizes.
