@@ -31,10 +31,15 @@ import numpy as np
 import pandas as pd
 import torch
 
+from jlml_lib.data import build_loader
 from jlml_lib.distances import pairwise_distances
+from jlml_lib.engine.checkpoint import load_model
 from jlml_lib.errors import ConfigError, DataError
 from jlml_lib.evaluation import RankMetrics, rank_metrics_from_features
+from jlml_lib.features import extract_features
 from jlml_lib.model import FEATURE_KINDS
+from jlml_lib.paths import METRICS, RunDir
+from jlml_lib.results.runs import read_record
 
 __all__ = ["PairDistances", "pair_distances", "roc_curve", "roc_auc", "tpr_at_fpr", "FPR_POINTS",
            "camera_pair_rank1", "camera_label", "worst_queries", "ranked_gallery", "query_table",
@@ -219,14 +224,12 @@ MARKET_RULES = ("market1501", "cuhk03-new")
 
 
 def _run_config(run_dir: str | os.PathLike) -> dict[str, Any]:
-    from jlml_lib.paths import RunDir
-
     path = RunDir(run_dir).first_run().config
     try:
         return json.loads(path.read_text())
     except (OSError, ValueError) as exc:
         raise ConfigError(f"{run_dir}: cannot read the run's {path.name} ({exc}); is it a run folder of "
-                          "`jlml train` (e.g. 05's runs/05_market)?") from None
+                          "`jlml train` (e.g. notebook 05's out_dir)?") from None
 
 
 def run_data(run_dir: str | os.PathLike) -> dict[str, str]:
@@ -254,9 +257,6 @@ def check_data(run_dir: str | os.PathLike, ds: Any) -> None:
 
 def recorded(run_dir: str | os.PathLike) -> dict[str, dict[str, Any]]:
     """The single-query metrics the run itself recorded, per feature kind that it evaluated."""
-    from jlml_lib.paths import METRICS, RunDir
-    from jlml_lib.results.runs import read_record
-
     run = RunDir(run_dir).first_run()
     out = {}
     for kind in FEATURE_KINDS:
@@ -307,11 +307,6 @@ def run_features(run_dir: str | os.PathLike, ds: Any, device: str = "cpu") -> Ru
     are the two parts of the joint one (:func:`split_joint`), each normalised on its own when the
     run normalises, as the evaluation of that kind would.
     """
-    from jlml_lib.data import build_loader  # lazy: the data package pulls in PIL/h5py
-    from jlml_lib.engine.checkpoint import load_model
-    from jlml_lib.features import extract_features
-    from jlml_lib.paths import RunDir
-
     final = RunDir(run_dir).first_run().final
     if not final.exists():
         raise ConfigError(f"{run_dir}: no trained model at {final}; train the run first (e.g. notebook 05)")
