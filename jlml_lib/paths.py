@@ -8,6 +8,8 @@ One owner for the run-folder layout. A run folder (``jlml train --out DIR``) hol
     checkpoints/final.pt   the trained weights (``--init`` of the next stage, inference)
     summary.json           training facts (wall time, images/s, metrics of every feature kind)
     metrics.json           the joint feature's record (``jlml_lib.results.records``)
+    queries.npz            beside every evaluation's metrics.json: what each query scored
+                           (``jlml_lib.results.queries``; intervals and paired differences)
     eval-<kind>/           the records of the other feature kinds (global, local)
     eval-<kind>-rerank/    k-reciprocal re-ranked evaluations (``eval_rerank=true``; beyond the paper)
     split-NN/              one run per split (``--splits``); DIR/metrics.json is their aggregate
@@ -41,6 +43,7 @@ CONFIG = "config.json"
 LOG = "log.jsonl"
 SUMMARY = "summary.json"
 METRICS = "metrics.json"
+QUERIES = "queries.npz"  # per-query results beside a metrics.json (issue 12)
 CHECKPOINTS = "checkpoints"
 LAST = "last.pt"
 FINAL = "final.pt"
@@ -85,6 +88,10 @@ class RunDir:
     @property
     def metrics(self) -> Path:
         return self.path / METRICS
+
+    @property
+    def queries(self) -> Path:
+        return self.path / QUERIES
 
     @property
     def checkpoints(self) -> Path:

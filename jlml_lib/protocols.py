@@ -33,10 +33,19 @@ from the features in blocks (:func:`~jlml_lib.evaluation.rank_metrics_from_featu
 of the dense matrix without it). ``rerank``: ``None`` (the paper's plain distances) or k-reciprocal
 re-ranking options (:func:`jlml_lib.reranking.rerank_options`; beyond the paper), recorded in the
 result as ``rerank``; for CUHK03-classic it re-ranks within each drawn gallery.
+
+Per-query results (issue 12): every ``*_features`` result also carries, under the private key
+:data:`QUERIES_KEY`, a :class:`~jlml_lib.results.queries.QueryResults` per *section* -- named
+after where its means sit in the result: ``"top"`` (VIPeR, GRID, CUHK03; CUHK03-classic's holds
+its gallery draws), ``"single_query"`` / ``"multi_query"`` (Market-1501, whose top-level numbers
+are the single-query ones). They are not JSON: :func:`pop_queries` takes them out (the training
+engine writes them to ``queries.npz`` beside ``metrics.json``), :func:`evaluate` returns its
+result without them unless asked, and :func:`aggregate` ignores them.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any, Mapping, Sequence
 
@@ -46,9 +55,12 @@ import torch
 from jlml_lib.errors import ConfigError, DataError
 from jlml_lib.evaluation import AP_MODES, rank_metrics_from_features
 from jlml_lib.reranking import rerank_options
+from jlml_lib.results.queries import TOP_SECTION, QueryResults
 
 PROTOCOLS = ("market1501", "cuhk03-classic", "cuhk03-new", "viper", "grid")
 CLASSIC_DRAWS = 10  # Li et al. 2014 single-shot: 10 random gallery draws per split
+#: the private key of a result under which its per-query results travel ({section: QueryResults})
+QUERIES_KEY = "_queries"
 
 FeatureSet = tuple[Any, Any, Any]  # (features N×D, pids, camids)
 
@@ -65,6 +77,8 @@ __all__ = [
     "feature_sets",
     "describe",
     "aggregate",
+    "QUERIES_KEY",
+    "pop_queries",
 ]
 
 
@@ -109,7 +123,9 @@ def market_rules_features(
     gf, gp, gc = _unpack(f"{protocol} gallery", gallery)
     rerank = _rerank(rerank)
     m = rank_metrics_from_features(qf, gf, qp, gp, qc, gc, ap=ap, max_rank=max_rank, rerank=rerank)
-    return _result(protocol, m, rerank, num_gallery=len(gp))
+    out = _result(protocol, m, rerank, num_gallery=len(gp))
+    out[QUERIES_KEY] = {TOP_SECTION: QueryResults.from_metrics(m, qp, qc, num_gallery=len(gp))}
+    return out
 
 
 def multi_query_features(query: FeatureSet, gt_bbox: FeatureSet) -> tuple[torch.Tensor, int]:
@@ -153,6 +169,7 @@ def market1501_features(
     ``single_query``, and the multi-query ones as ``multi_query``.
     """
     sq = market_rules_features("market1501-single-query", query, gallery, ap=ap, max_rank=max_rank, rerank=rerank)
+    queries = {"single_query": sq.pop(QUERIES_KEY)[TOP_SECTION]}
     out: dict[str, Any] = {k: v for k, v in sq.items() if k != "protocol"}
     out = {"protocol": "market1501", **out, "single_query": sq}
     if gt_bbox is not None and len(gt_bbox[1]) > 0:
@@ -160,8 +177,10 @@ def market1501_features(
         _, qp, qc = _unpack("market1501 query", query)
         mq = market_rules_features("market1501-multi-query", (mqf, qp, qc), gallery, ap=ap, max_rank=max_rank,
                                    rerank=rerank)
+        queries["multi_query"] = mq.pop(QUERIES_KEY)[TOP_SECTION]
         mq["mq_fallbacks"] = fallbacks
         out["multi_query"] = mq
+    out[QUERIES_KEY] = queries
     return out
 
 
@@ -170,11 +189,14 @@ def single_shot_features(
     rerank: Any = None,
 ) -> dict[str, Any]:
     """VIPeR / GRID single-shot CMC: every probe against the whole gallery, cameras ignored."""
-    qf, qp, _ = _unpack(f"{protocol} query", query)
+    qf, qp, qc = _unpack(f"{protocol} query", query)
     gf, gp, _ = _unpack(f"{protocol} gallery", gallery)
     # distinct camera ids for the two sides: no same-camera junk, the true match always counts
-    return market_rules_features(f"{protocol}-single-shot", (qf, qp, np.zeros(len(qp), np.int64)),
-                                 (gf, gp, np.ones(len(gp), np.int64)), ap=ap, max_rank=max_rank, rerank=rerank)
+    out = market_rules_features(f"{protocol}-single-shot", (qf, qp, np.zeros(len(qp), np.int64)),
+                                (gf, gp, np.ones(len(gp), np.int64)), ap=ap, max_rank=max_rank, rerank=rerank)
+    # keep the real query cameras on file; the query_key stays the one ranked (placeholder cameras)
+    out[QUERIES_KEY][TOP_SECTION] = dataclasses.replace(out[QUERIES_KEY][TOP_SECTION], q_camids=qc)
+    return out
 
 
 def _single_shot_draw(gp: np.ndarray, gc: np.ndarray, qp: np.ndarray, qc: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -206,7 +228,7 @@ def cuhk03_classic_features(
     gf, gp, gc = _unpack("cuhk03 gallery", gallery)
     rerank = _rerank(rerank)
     rng = np.random.default_rng(seed)
-    draws = []
+    draws, ranked = [], []
     for _ in range(num_draws):
         sel = _single_shot_draw(gp, gc, qp, qc, rng)
         if len(sel) == 0:
@@ -214,8 +236,11 @@ def cuhk03_classic_features(
         m = rank_metrics_from_features(qf, gf[torch.from_numpy(sel)], qp, gp[sel], qc, gc[sel], ap=ap,
                                        max_rank=max_rank, rerank=rerank)
         draws.append(_result("cuhk03-classic-single-shot", m, rerank, num_gallery=len(sel)))
+        ranked.append(m)
     out = aggregate(draws, over="draws")
     out["seed"] = int(seed)
+    # every draw ranks the same queries (one image per id: the same gallery size): averaged per query later
+    out[QUERIES_KEY] = {TOP_SECTION: QueryResults.from_draws(ranked, qp, qc, num_gallery=draws[0]["num_gallery"])}
     return out
 
 
@@ -262,19 +287,24 @@ def evaluate(
     num_draws: int = CLASSIC_DRAWS,
     workers: int = 0,
     rerank: Any = None,
+    queries: bool = False,
 ) -> dict[str, Any]:
     """Evaluate ``model`` on one split of ``dataset`` with the protocol ``dataset.protocol`` names.
 
     Returns a JSON-ready dict: ``protocol``, ``ap``, ``cmc`` (list), ``rank1/5/10/20``, ``mAP``,
     ``num_queries`` (plus ``single_query``/``multi_query`` for Market-1501 and the draw average
     for CUHK03-classic), and the settings used (``dataset``, ``split``, ``source``, ``kind``,
-    ``flip``, and ``rerank`` when re-ranking was asked for).
+    ``flip``, and ``rerank`` when re-ranking was asked for). ``queries=True`` keeps the per-query
+    results under :data:`QUERIES_KEY` (then it is JSON-ready after :func:`pop_queries`).
     """
     sets = feature_sets(model, dataset, image_size=image_size, device=device, batch_size=batch_size, kind=kind,
                         flip=flip, workers=workers)
     out = evaluate_features(dataset.protocol, sets["query"], sets["gallery"], ap=ap, max_rank=max_rank, seed=seed,
                             gt_bbox=sets["gt_bbox"], num_draws=num_draws, rerank=rerank)
-    return describe(out, dataset, kind=kind, flip=flip)
+    out = describe(out, dataset, kind=kind, flip=flip)
+    if not queries:
+        pop_queries(out)
+    return out
 
 
 def feature_sets(model: torch.nn.Module, dataset: Any, *, image_size: tuple[int, int], device: Any = "cpu",
@@ -307,7 +337,15 @@ def describe(result: dict[str, Any], dataset: Any, *, kind: str, flip: bool) -> 
     """``result`` with the settings that produced it (dataset, split, source, feature kind, flip)."""
     result.update(dataset=dataset.name, split=dataset.split, source=getattr(dataset, "source", None), kind=kind,
                   flip=bool(flip))
+    if QUERIES_KEY in result:  # the per-query results name their feature kind too (queries.npz's "kind")
+        result[QUERIES_KEY] = {s: dataclasses.replace(q, kind=kind) for s, q in result[QUERIES_KEY].items()}
     return result
+
+
+def pop_queries(result: dict[str, Any]) -> dict[str, QueryResults]:
+    """Take the per-query results out of a protocol's result (which is JSON-ready afterwards):
+    ``{section: QueryResults}``, empty when it has none."""
+    return dict(result.pop(QUERIES_KEY, None) or {})
 
 
 # --------------------------------------------------------------------------- aggregation
@@ -338,8 +376,9 @@ def aggregate(results: Sequence[Mapping[str, Any]], *, over: str = "splits") -> 
     out: dict[str, Any] = {k: first[k] for k in _SETTINGS if k in first}
     out[f"num_{over}"] = n
     for key, val in first.items():
-        if key in _SETTINGS or key in ("split", "seed", "splits") or key.endswith("_std"):
-            continue  # an input's own spread (e.g. over CUHK03 draws) gives way to the spread computed here
+        if key in _SETTINGS or key in ("split", "seed", "splits", QUERIES_KEY) or key.endswith("_std"):
+            continue  # an input's own spread (e.g. over CUHK03 draws) gives way to the spread computed here;
+            # per-query results are not averaged (jlml_lib.results.intervals reads them from queries.npz)
         if isinstance(val, Mapping):
             subs = [r.get(key) for r in results]
             if all(isinstance(s, Mapping) for s in subs):

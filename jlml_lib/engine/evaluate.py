@@ -3,7 +3,9 @@
 * re-id datasets: ``protocols.evaluate`` on each requested feature kind (joint 1,024-d by
   default, L2 distance; ``eval_normalize`` L2-normalises features first, off by default);
   one ``metrics.json`` per kind via ``records.write_metrics`` — joint in the run folder, the
-  others in ``eval-<kind>/`` — with the ablation switches as the record's ``variant``;
+  others in ``eval-<kind>/`` — with the ablation switches as the record's ``variant``; beside
+  each, its per-query results (``queries.npz``) and in it their 95% intervals (issue 12,
+  :func:`write_evaluation`);
 * ImageNet pre-training (no query/gallery): top-1 of the ID classifiers on the validation
   images, kept in ``summary.json`` (no table reads it).
 """
@@ -20,10 +22,12 @@ from jlml_lib.data import build_loader
 from jlml_lib.engine.config import TrainConfig
 from jlml_lib.engine.distributed import DistInfo
 from jlml_lib.paths import JOINT, RunDir
+from jlml_lib.results.intervals import run_uncertainty
+from jlml_lib.results.queries import write_queries
 from jlml_lib.results.records import write_metrics
 
 __all__ = ["record_dataset_name", "device_label", "evaluate_run", "record_dirs", "classification_accuracy",
-           "write_record"]
+           "write_record", "write_evaluation"]
 
 
 def record_dataset_name(cfg: TrainConfig) -> str:
@@ -118,11 +122,24 @@ def classification_accuracy(cfg: TrainConfig, model: nn.Module, items, device: t
 
 def write_record(cfg: TrainConfig, out_dir: Path, *, metrics: dict, feature: str, protocol: str,
                  source: str, wall: float, device: str, extra: dict, variant_extra: dict | None = None,
-                 selection: dict | None = None) -> Path:
-    """One metrics.json; ``variant_extra`` adds a run kind's own variant key (e.g. seed aggregates)."""
+                 selection: dict | None = None, uncertainty: dict | None = None) -> Path:
+    """One metrics.json; ``variant_extra`` adds a run kind's own variant key (e.g. seed aggregates),
+    ``uncertainty`` its intervals (:mod:`jlml_lib.results.intervals`)."""
     feature, rerank = parse_key(feature)
     variant_extra = {**(variant_extra or {}), **({"rerank": True} if rerank else {})}
     return write_metrics(out_dir, metrics=metrics, config=cfg.to_dict(), dataset=record_dataset_name(cfg),
                          source=source, profile=cfg.profile, protocol=protocol, wall_time_s=wall,
                          device=device, extra=extra, variant={**cfg.variant(feature), **(variant_extra or {})},
-                         selection=selection)
+                         selection=selection, uncertainty=uncertainty)
+
+
+def write_evaluation(cfg: TrainConfig, dirs: Sequence[Path], *, metrics: dict, feature: str, **record) -> None:
+    """One evaluation's records: in each folder of ``dirs`` its ``queries.npz`` first, then its
+    ``metrics.json`` with the cluster-bootstrap intervals of the saved queries. ``metrics`` is the
+    protocol's result; its per-query results are taken out of it (it is JSON-ready afterwards)."""
+    queries = protocols.pop_queries(metrics)
+    uncertainty = run_uncertainty(queries)
+    for d in dirs:
+        if queries:  # written first: a record folder with a metrics.json always has its queries
+            write_queries(d, queries)
+        write_record(cfg, d, metrics=metrics, feature=feature, uncertainty=uncertainty, **record)

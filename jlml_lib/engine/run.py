@@ -23,11 +23,12 @@ from jlml_lib.engine.checkpoint import load_checkpoint, load_init_weights, save_
 from jlml_lib.engine.config import RESUME_MAY_CHANGE, TrainConfig
 from jlml_lib.engine.distributed import DistInfo, barrier, distributed_group
 from jlml_lib.engine.evaluate import (classification_accuracy, device_label, evaluate_run, evaluation_keys,
-                                      record_dirs, write_record)
+                                      parse_key, record_dirs, write_evaluation, write_record)
 from jlml_lib.engine.loop import FitResult, NonFiniteLoss, fit, resolve_device
 from jlml_lib.errors import ConfigError, DataError
 from jlml_lib.io import write_json
 from jlml_lib.paths import RunDir
+from jlml_lib.results.intervals import seed_uncertainty, split_uncertainty
 
 __all__ = ["run", "run_splits", "run_seeds", "load_data", "dataset_options"]
 
@@ -231,10 +232,9 @@ def _finish(cfg: TrainConfig, run: RunDir, ds: ReidDataset, source: str, result:
     summary["selection"] = sel = selection.summary(result.model)
     dirs = record_dirs(run.path, list(metrics))
     record_source = _record_source(source)
-    for kind, m in metrics.items():
-        for d in dirs[kind]:
-            write_record(cfg, d, metrics=m, feature=kind, protocol=ds.protocol, source=record_source, wall=wall,
-                         device=device,
+    for kind, m in metrics.items():  # queries.npz + metrics.json (with intervals) in each record folder
+        write_evaluation(cfg, dirs[kind], metrics=m, feature=kind, protocol=ds.protocol, source=record_source,
+                         wall=wall, device=device,
                          extra={"split": ds.split, "num_splits": ds.num_splits, "iterations": result.iteration,
                                 "init": init_path, "init_source": _init_source(init_path),
                                 "components": components(ds), "mixed_sources": source == "mixed",
@@ -289,11 +289,14 @@ def _write_aggregate(cfg: TrainConfig, run: RunDir, summaries: list[dict], split
     dirs = record_dirs(run.path, evaluation_keys(cfg))
     out = {}
     for kind in evaluation_keys(cfg):
-        agg = protocols.aggregate([s["metrics"][kind] for s in summaries])
+        per_split = [s["metrics"][kind] for s in summaries]
+        agg = protocols.aggregate(per_split)
+        # the split-stratified bootstrap from the splits' queries.npz, and t over the splits (issue 12)
+        uncertainty = split_uncertainty([run.split(k).eval_dir(*parse_key(kind)) for k in splits], per_split)
         for d in dirs[kind]:
             write_record(cfg, d, metrics=agg, feature=kind, protocol=summaries[0]["protocol"],
                          source=_record_source(summaries[0]["source"]), wall=wall, device=summaries[0]["device"],
-                         extra={"splits": splits, "aggregated_over": len(splits)})
+                         extra={"splits": splits, "aggregated_over": len(splits)}, uncertainty=uncertainty)
         out[kind] = agg
     return out
 
@@ -320,12 +323,14 @@ def run_seeds(cfg: TrainConfig, out_dir: str | Path, seeds: Sequence[int], *, sp
         first = _first_record(run_dir.seed(seeds[0]))
         dirs = record_dirs(run_dir.path, evaluation_keys(cfg))
         for kind in evaluation_keys(cfg):
-            agg = protocols.aggregate([s["metrics"][kind] for s in summaries], over="seeds")
+            per_seed = [s["metrics"][kind] for s in summaries]
+            agg = protocols.aggregate(per_seed, over="seeds")
+            uncertainty = seed_uncertainty(per_seed)  # a t-interval over seeds, marked as such
             for d in dirs[kind]:
                 write_record(cfg, d, metrics=agg, feature=kind, protocol=first["protocol"], source=first["source"],
                              wall=time.perf_counter() - t0, device=first["device"], variant_extra=SEED_AGGREGATE,
                              extra={"seeds": summary["seeds"], "aggregated_over_seeds": len(seeds),
-                                    "splits": summaries[0].get("splits")})
+                                    "splits": summaries[0].get("splits")}, uncertainty=uncertainty)
             summary.setdefault("metrics", {})[kind] = agg
         write_json(run_dir.summary, summary)
     return summary

@@ -117,9 +117,20 @@ def _bars(frame: pd.DataFrame, n: int) -> pd.DataFrame:
     data = frame["data"] if "data" in frame else frame["source"].map(source_data)
     out = pd.DataFrame({"row": frame["row"], "column": frame["column"], "paper": frame["paper"].astype(float),
                         "ours": frame["ours"].astype(float), "who": "ours (" + data + ")"})
+    for end in ("low", "high"):  # ours' 95% interval (issue 12), where the record has one
+        out[end] = frame[end].astype(float) if end in frame and n != 13 else np.nan
     if n == 13:
         out["ours"], out["paper"] = out["ours"] / out["paper"], 1.0
     return out
+
+
+def _interval_bars(ax, cells: pd.DataFrame, y: np.ndarray) -> None:
+    """Error bars on ours' bars from the interval columns ``low`` / ``high`` (none where absent)."""
+    has = (cells["low"].notna() & cells["high"].notna() & cells["ours"].notna()).to_numpy()
+    if has.any():
+        c = cells[has]
+        err = np.vstack([(c["ours"] - c["low"]).clip(lower=0), (c["high"] - c["ours"]).clip(lower=0)])
+        ax.errorbar(c["ours"], y[has] + 0.2, xerr=err, fmt="none", ecolor="k", elinewidth=1, capsize=2)
 
 
 def _panel(ax, cells: pd.DataFrame) -> None:
@@ -128,6 +139,7 @@ def _panel(ax, cells: pd.DataFrame) -> None:
     ax.barh(y - 0.2, cells["paper"], height=0.4, color=_COLOURS["paper"])
     ours = cells["ours"].fillna(0.0)  # "no run": no bar
     ax.barh(y + 0.2, ours, height=0.4, color=[_COLOURS.get(w, "tab:blue") for w in cells["who"]])
+    _interval_bars(ax, cells, y)
     ax.set_yticks(y, cells["row"], fontsize=7)
     ax.set_ylim(len(cells) - 0.5, -0.5)  # the table's first row on top (set, not toggled: y is shared)
 
@@ -135,7 +147,8 @@ def _panel(ax, cells: pd.DataFrame) -> None:
 def plot_paper_vs_ours(tables: Mapping[int, pd.DataFrame], path: str | os.PathLike | None = None) -> Figure:
     """Paper vs ours bars for result tables ``{n: frame}`` (frames of ``tables.cells_frame`` or
     ``workbook.steps.compare``): one row of panels per table, one panel per metric column (so
-    Table 10's 24 cells are four readable panels of six), the legend outside the bars."""
+    Table 10's 24 cells are four readable panels of six), the legend outside the bars. Where a cell
+    has an interval (columns ``low`` / ``high``) ours' bar carries it as an error bar."""
     bars = {n: _bars(frame, n) for n, frame in tables.items()}
     ncols = max(b["column"].nunique() for b in bars.values())
     heights = [0.28 * b["row"].nunique() + 1.2 for b in bars.values()]

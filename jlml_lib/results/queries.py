@@ -32,8 +32,8 @@ import numpy as np
 from jlml_lib.errors import DataError
 from jlml_lib.evaluation import AP_MODES, query_key
 from jlml_lib.io import atomic_open
+from jlml_lib.paths import QUERIES as QUERIES_FILENAME  # the run-folder layout owns the file name
 
-QUERIES_FILENAME = "queries.npz"
 TOP_SECTION = "top"
 FORMAT_VERSION = 1
 _ARRAYS = ("first_rank", "query_ap", "q_pids", "q_camids")
@@ -42,7 +42,7 @@ __all__ = ["QUERIES_FILENAME", "TOP_SECTION", "QueryResults", "queries_path", "s
            "read_queries"]
 
 
-@dataclass(frozen=True, eq=False)  # arrays: no element-wise ==
+@dataclass(frozen=True, eq=False)  # arrays: == is defined below, element-wise
 class QueryResults:
     """One ranking's per-query results; usable wherever :mod:`jlml_lib.uncertainty` takes a
     ``RankMetrics`` (it has ``first_rank``, ``query_ap``, ``ap``, ``max_rank``, ``query_key``)."""
@@ -93,6 +93,17 @@ class QueryResults:
                    np.asarray(q_pids, np.int64).reshape(-1), np.asarray(q_camids, np.int64).reshape(-1),
                    ap=draws[0].ap, max_rank=lengths.pop(), num_gallery=int(num_gallery),
                    query_key=_key(keys.pop(), q_pids, q_camids), kind=kind)
+
+    def __eq__(self, other: object) -> bool:
+        """Equal values (arrays element-wise, NaN equal to NaN): two evaluations of the same model
+        on the same queries give equal results."""
+        if not isinstance(other, QueryResults):
+            return NotImplemented
+        return all(np.array_equal(getattr(self, a), getattr(other, a), equal_nan=a == "query_ap") for a in _ARRAYS) \
+            and (self.ap, self.max_rank, self.num_gallery, self.query_key, self.kind) == \
+            (other.ap, other.max_rank, other.num_gallery, other.query_key, other.kind)
+
+    __hash__ = None  # mutable arrays inside: no hash
 
     @property
     def num_draws(self) -> int:

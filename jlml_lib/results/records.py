@@ -37,6 +37,22 @@ Added by :func:`write_metrics`::
     hardware        {"platform", "machine", "cpu_model", "cpu_count", "cuda_devices": [names]}
                     (no hostname, no user name)
 
+Optional, added when given (older records lack them and are read as before)::
+
+    selection        the trained model's group-sparsity statistics (issue 11)
+    intervals        {section: {metric: {"estimate", "low", "high"}}} (issue 12): the 95% interval of
+                     each metric, fractions like the metrics; ``section`` is "top" for the top-level
+                     metrics, "single_query" / "multi_query" for Market-1501's nested ones
+                     (``jlml_lib.results.queries.section_of`` maps a dotted metric key to it)
+    interval_method  {"name", "over", "level", ...}: how ``intervals`` was computed -- "cluster-bootstrap"
+                     (one evaluation, test identities resampled), "split-stratified-bootstrap" (a split
+                     aggregate) or "t-over-seeds" (a seed aggregate); ``jlml_lib.results.intervals``
+    t_summary        aggregates only: {"over": "splits" | "seeds", "level", "sections": {section:
+                     {metric: {"mean", "std", "n", "interval"}}}}: sample std and t-interval of the mean
+
+Beside every evaluation's metrics.json (issue 12), ``queries.npz`` keeps what each query scored
+(``jlml_lib.results.queries``); a split or seed aggregate has none (its splits' and seeds' do).
+
 ``metrics`` by kind (nested dicts are read as dotted keys: ``{"single_query": {"rank1": x}}``
 is ``single_query.rank1``; every accuracy is a **fraction in [0, 1]**, tables show %):
 
@@ -102,6 +118,8 @@ REQUIRED_KEYS = (
     "metrics", "config", "wall_time_s", "device", "variant",
 )
 METRICS_FILENAME = METRICS  # the old name; jlml_lib.paths owns it
+#: optional top-level fields of an evaluation record about its uncertainty (issue 12)
+UNCERTAINTY_KEYS = ("intervals", "interval_method", "t_summary")
 
 
 # ---------------------------------------------------------------- provenance helpers
@@ -210,6 +228,7 @@ def _check_record(rec: Mapping[str, Any], where: str) -> None:
                 math.isfinite(value) and 0.0 <= value <= 1.0):
             raise DataError(f"{where}: metric {key} = {value!r}; accuracies are stored as fractions "
                             "in [0, 1] (the tables convert to %). Divide percentages by 100.")
+    _check_uncertainty(rec, where)
     if rec["kind"] == "dataset_stats":
         absent = [k for k in STATS_KEYS if k not in rec["metrics"]]
         if absent:
@@ -220,15 +239,47 @@ def _check_record(rec: Mapping[str, Any], where: str) -> None:
                 raise DataError(f"{where}: complexity entry {model!r} needs 'flops' and 'params'.")
 
 
+def _check_interval(value: Any, where: str) -> None:
+    ok = isinstance(value, Mapping) and all(
+        isinstance(value.get(k), (int, float)) and not isinstance(value.get(k), bool) and math.isfinite(value[k])
+        for k in ("estimate", "low", "high"))
+    if not ok or value["low"] > value["high"]:
+        raise DataError(f"{where}: expected {{'estimate', 'low', 'high'}} finite numbers with low <= high, got {value!r}")
+
+
+def _check_uncertainty(rec: Mapping[str, Any], where: str) -> None:
+    """The optional issue-12 fields, when present: interval triples where intervals are expected."""
+    intervals = rec.get("intervals")
+    if intervals is not None:
+        if not isinstance(intervals, Mapping) or not all(isinstance(v, Mapping) for v in intervals.values()):
+            raise DataError(f"{where}: 'intervals' must be {{section: {{metric: interval}}}}")
+        for section, metrics in intervals.items():
+            for metric, value in metrics.items():
+                _check_interval(value, f"{where}: intervals.{section}.{metric}")
+        if not isinstance(rec.get("interval_method"), Mapping) or "name" not in rec["interval_method"]:
+            raise DataError(f"{where}: 'intervals' without an 'interval_method' naming how they were computed")
+    t = rec.get("t_summary")
+    if t is not None:
+        if not isinstance(t, Mapping) or not isinstance(t.get("sections"), Mapping):
+            raise DataError(f"{where}: 't_summary' must hold 'over', 'level' and 'sections'")
+        for section, metrics in t["sections"].items():
+            for metric, value in metrics.items():
+                _check_interval(value.get("interval") if isinstance(value, Mapping) else None,
+                                f"{where}: t_summary.{section}.{metric}")
+
+
 # ---------------------------------------------------------------- write / read
 def write_metrics(out_dir: str | os.PathLike, *, metrics: dict, config: dict, dataset: str,
                   source: str, profile: str, protocol: str, wall_time_s: float, device: str,
                   extra: dict | None = None, variant: dict | None = None,
-                  kind: str = "evaluation", selection: dict | None = None) -> Path:
+                  kind: str = "evaluation", selection: dict | None = None,
+                  uncertainty: Mapping[str, Any] | None = None) -> Path:
     """Write ``out_dir/metrics.json`` atomically, with provenance; returns its path.
 
     ``selection`` (optional, since issue 11): the group-sparsity statistics of the trained
-    model's feature layers (:func:`jlml_lib.selection.summary`), stored beside the metrics."""
+    model's feature layers (:func:`jlml_lib.selection.summary`), stored beside the metrics.
+    ``uncertainty`` (optional, since issue 12): some of :data:`UNCERTAINTY_KEYS`, stored as
+    top-level fields (:mod:`jlml_lib.results.intervals` computes them)."""
     path = Path(out_dir) / METRICS
     now = _dt.datetime.now(_dt.timezone.utc)
     record = {
@@ -252,6 +303,11 @@ def write_metrics(out_dir: str | os.PathLike, *, metrics: dict, config: dict, da
     }
     if selection is not None:
         record["selection"] = dict(selection)
+    unknown = set(uncertainty or {}) - set(UNCERTAINTY_KEYS)
+    if unknown:
+        raise DataError(f"{path} (not written): unknown uncertainty field(s) {sorted(unknown)}; "
+                        f"expected some of {list(UNCERTAINTY_KEYS)}")
+    record.update({k: v for k, v in (uncertainty or {}).items() if v is not None})
     # validate before writing: a bad record is refused here, not discovered by `jlml tables`
     _check_record(json.loads(json.dumps(record, default=str)), f"{path} (not written)")
     return write_json(path, record)

@@ -14,6 +14,14 @@ Cell rules: when several records fill a cell the newest (``created``) wins and t
 one averaging fewer. Accuracies are stored as fractions and shown in %. Synthetic numbers carry
 "synthetic" in their source: they exercise the code path and are not a reproduction.
 
+Uncertainty (issue 12, :mod:`jlml_lib.results.intervals`): a cell whose record carries an interval
+reads ``84.2 [82.9, 85.4]`` — the cluster bootstrap over test identities for a single evaluation
+(Market-1501, CUHK03 new), the split-stratified bootstrap for a mean over splits (CUHK03 classic,
+VIPeR, GRID); a note under each table says which. Tables 9–12 add each ablation's difference to the
+full model's cell of the same column with its paired interval (both runs' ``queries.npz``, the
+same identities resampled for both). For real data the Δ cell says whether the paper's number lies
+inside our interval. Records written before intervals existed fill their cells without one.
+
 The command line ``jlml tables`` is :mod:`jlml_lib.results.cli`.
 """
 from __future__ import annotations
@@ -30,8 +38,10 @@ import pandas as pd
 from jlml_lib.errors import DataError
 from jlml_lib.io import write_text
 from jlml_lib.paths import METRICS
+from jlml_lib.results import intervals as ci
 from jlml_lib.results.paper import load_paper_table, paper_jlml
 from jlml_lib.results.records import DEFAULT_VARIANT, SOURCES, STATS_KEYS, flatten_metrics, read_metrics
+from jlml_lib.uncertainty import Interval
 
 RESULT_TABLES: tuple[int, ...] = (2, 5, 6, 7, 8, 9, 10, 11, 12, 13)
 CAPTIONS = {
@@ -50,6 +60,10 @@ CAPTIONS = {
 CMC_KEYS = {"R1": "rank1", "R5": "rank5", "R10": "rank10", "R20": "rank20"}
 MARKET_KEYS = {"SQ_R1": "single_query.rank1", "SQ_mAP": "single_query.mAP",
                "MQ_R1": "multi_query.rank1", "MQ_mAP": "multi_query.mAP"}
+#: the ablation tables: each row is also compared with the full model's row (paired interval)
+ABLATION_TABLES = (9, 10, 11, 12)
+#: the Δ cell's mark for real data: does the paper's number lie inside our interval?
+INSIDE, OUTSIDE = "inside", "outside"
 
 Record = dict[str, Any]
 
@@ -71,6 +85,14 @@ class Cell:
     record: Record | None = None
     n_runs: int = 0
     candidates: list[Record] = field(default_factory=list)
+    variant: dict[str, Any] | None = None  # Tables 9-12: the row's switches (the full model's = defaults)
+    interval: Interval | None = None  # ours' interval, in the table's unit (issue 12)
+    method: str | None = None  # its intervals.METHOD_TEXT key
+    vs_full: Interval | None = None  # Tables 9-12: ours − the full model's cell, paired interval
+
+    @property
+    def is_full_model(self) -> bool:
+        return self.variant is not None and {**DEFAULT_VARIANT, **self.variant} == DEFAULT_VARIANT
 
 
 # ---------------------------------------------------------------- record matching
@@ -129,7 +151,7 @@ def table_cells(n: int) -> list[Cell]:
             label = f"{r['loss_label']} / {r['label']}" if n == 10 else r["label"]
             for col, key in MARKET_KEYS.items():
                 cells.append(Cell(n, label, col, float(r[col]), "evaluation",
-                                  _evaluation("market1501", variant), key))
+                                  _evaluation("market1501", variant), key, variant=variant))
     elif n == 13:
         for _, r in df.iterrows():
             cells.append(Cell(13, r["model"], "flops", float(r["flops"]), "complexity", _complexity,
@@ -183,7 +205,25 @@ def fill(cells: list[Cell], records: list[Record]) -> list[Cell]:
         if cands:
             cell.record = cands[-1]
             cell.ours = metric_value(cell.record, cell.metric) * cell.scale
+            iv = ci.record_interval(cell.record, cell.metric) if cell.kind == "evaluation" else None
+            if iv is not None:
+                cell.interval = Interval(*(v * cell.scale for v in iv))
+                cell.method = ci.record_method(cell.record)
+    _pair_with_full_model(cells)
     return cells
+
+
+def _pair_with_full_model(cells: list[Cell]) -> None:
+    """Tables 9-12: each filled ablation cell minus the full model's cell of the same column, with the
+    paired interval of the two records' per-query results (when both have them, on the same queries)."""
+    full = {c.column: c for c in cells if c.is_full_model and c.record is not None}
+    for c in cells:
+        ref = full.get(c.column)
+        if c.variant is None or c.is_full_model or c.record is None or ref is None:
+            continue
+        d = ci.paired_difference(c.record, ref.record, c.metric)
+        if d is not None:
+            c.vs_full = Interval(*(v * c.scale for v in d))
 
 
 # ---------------------------------------------------------------- formatting
@@ -217,16 +257,31 @@ def _fmt(value: float | None, unit: str, signed: bool = False) -> str:
     return f"{value:{sign}.1f}"
 
 
+def paper_mark(c: Cell) -> str:
+    """:data:`INSIDE` / :data:`OUTSIDE`: whether the paper's number lies inside our interval -- for
+    real data with an interval only ("" otherwise: a synthetic run is not compared with the paper)."""
+    if c.record is None or c.record["source"] != "real" or c.interval is None or math.isnan(c.paper):
+        return ""
+    return INSIDE if c.interval.low <= c.paper <= c.interval.high else OUTSIDE
+
+
 def cells_frame(cells: list[Cell]) -> pd.DataFrame:
     rows = []
+    paired = any(c.table in ABLATION_TABLES for c in cells)
     for c in cells:
         # rounding removes float noise (85.1 - 50.0 = 35.099999999999994) from the CSV;
         # no Δ for synthetic data (design §8): it is not a comparison with the paper
         real = c.record is not None and c.record["source"] == "real"
         delta = round(c.ours - c.paper, 9) if real and c.ours is not None and not math.isnan(c.paper) else None
+        iv, vs = c.interval, c.vs_full
+        extra = {"low": iv.low if iv else None, "high": iv.high if iv else None, "interval": c.method or "",
+                 "paper_in_interval": paper_mark(c)}
+        if paired:
+            extra.update(vs_full=vs.estimate if vs else None, vs_full_low=vs.low if vs else None,
+                         vs_full_high=vs.high if vs else None)
         rows.append({
             "table": c.table, "row": c.row, "column": c.column, "unit": c.unit, "paper": c.paper,
-            "ours": c.ours, "delta": delta,
+            "ours": c.ours, **extra, "delta": delta,
             "source": source_label(c.record, c.n_runs,
                                    newest=_created(c.record) == max(map(_created, c.candidates)))
             if c.record else "no run",
@@ -237,21 +292,58 @@ def cells_frame(cells: list[Cell]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def _with_interval(value: Any, low: Any, high: Any, unit: str, signed: bool = False) -> str:
+    text = _fmt(value, unit, signed)
+    if low is not None and high is not None and not pd.isna(low) and not pd.isna(high):
+        text += f" [{_fmt(low, unit, signed)}, {_fmt(high, unit, signed)}]"
+    return text
+
+
+def interval_note(n: int, frame: pd.DataFrame) -> list[str]:
+    """The lines under a table saying which interval its cells show (from the records that filled them)."""
+    if n in (2, 13):
+        return []
+    used = [m for m in dict.fromkeys(frame.get("interval", pd.Series(dtype=str))) if m]
+    filled = frame["ours"].notna()
+    lines = [f"[low, high] beside ours: 95% interval, {ci.METHOD_TEXT.get(m, m)} ({m})." for m in used]
+    if not used:
+        lines.append("No record behind this table carries an interval yet (`jlml train` records one with every "
+                     "evaluation).")
+    elif (filled & (frame["interval"] == "")).any():
+        lines.append("A number without [low, high] comes from a record written before intervals were recorded.")
+    lines.append("The intervals cover the sampling of test identities, not training randomness (`jlml train "
+                 "--seeds`) nor the choice of split. On real data the Δ cell says whether the paper's number "
+                 f"lies {INSIDE} or {OUTSIDE} our interval.")
+    if n in ABLATION_TABLES:
+        lines.append("ours − full JLML: this row minus the full model's row of the same column, with the paired "
+                     "bootstrap interval (the same test identities resampled for both runs); an interval that "
+                     "excludes 0 is a difference query sampling does not explain.")
+    return [""] + lines
+
+
 def render_markdown(n: int, frame: pd.DataFrame) -> str:
+    paired = n in ABLATION_TABLES
     lines = [f"# Table {n}: {CAPTIONS[n]}", "",
              "Generated by `jlml tables` from the runs' metrics.json — do not edit. "
              "paper = the paper's value (results/paper); ours = this code's value; Δ = ours − paper, "
              "given for real data only. "
              "A source marked **synthetic** comes from procedurally generated data: it checks the "
              "code path and is not a reproduction of the paper.", "",
-             "| row | column | paper | ours | Δ | source |", "|---|---|---:|---:|---:|---|"]
+             "| row | column | paper | ours | Δ |" + (" ours − full JLML |" if paired else "") + " source |",
+             "|---|---|---:|---:|---:|" + ("---:|" if paired else "") + "---|"]
     for _, r in frame.iterrows():
-        ours = "no run" if pd.isna(r["ours"]) else _fmt(r["ours"], r["unit"])
+        ours = "no run" if pd.isna(r["ours"]) else _with_interval(r["ours"], r.get("low"), r.get("high"), r["unit"])
         delta = "" if pd.isna(r["delta"]) else _fmt(r["delta"], r["unit"], signed=True)
+        if delta and r.get("paper_in_interval"):
+            delta += f" ({r['paper_in_interval']})"
+        vs = ""
+        if paired and not pd.isna(r.get("vs_full")):
+            vs = _with_interval(r["vs_full"], r["vs_full_low"], r["vs_full_high"], r["unit"], signed=True)
         source = "" if r["source"] == "no run" else r["source"]
         unit = {"%": " (%)", "million": " (M)"}.get(r["unit"], "")
         lines.append(f"| {r['row']} | {r['column']}{unit} | {_fmt(r['paper'], r['unit'])} | {ours} "
-                     f"| {delta} | {source} |")
+                     f"| {delta} |" + (f" {vs} |" if paired else "") + f" {source} |")
+    lines += interval_note(n, frame)
     if n == 13:
         lines += ["", "FLOPs and parameter counting conventions: see each complexity record's "
                   "`extra.convention` (listed in index.md)."]

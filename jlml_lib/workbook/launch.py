@@ -43,8 +43,10 @@ class TrainingFailed(RuntimeError):
 
 def command(dataset: str, out_dir: str | Path, *, profile: str = "smoke", data_root: str | None = None,
             init: str | None = None, iterations: int | None = None, splits: str | Sequence[int] | None = None,
-            overrides: Mapping[str, Any] | None = None, nproc: int = 1, resume: bool = False) -> list[str]:
-    """The command line of one run (also what a user would type in a terminal)."""
+            overrides: Mapping[str, Any] | None = None, nproc: int = 1, resume: bool = False,
+            seeds: str | Sequence[int] | None = None) -> list[str]:
+    """The command line of one run (also what a user would type in a terminal). ``seeds`` (e.g.
+    ``"0,1,2"``): one run per seed in ``out_dir/seed-NN`` and their mean with a t-interval over seeds."""
     if nproc < 1:
         raise ConfigError(f"nproc must be >= 1, got {nproc}")
     if nproc == 1:
@@ -64,11 +66,25 @@ def command(dataset: str, out_dir: str | Path, *, profile: str = "smoke", data_r
         cmd += ["--iterations", str(int(iterations))]
     if splits is not None:
         cmd += ["--splits", splits if isinstance(splits, str) else ",".join(str(int(s)) for s in splits)]
+    if seeds is not None:
+        cmd += ["--seeds", _seed_list(seeds)]
     if resume:
         cmd.append("--resume")
     for key, value in (overrides or {}).items():
         cmd.append(f"{key}={'none' if value is None else str(value).lower() if isinstance(value, bool) else value}")
     return cmd
+
+
+def _seed_list(seeds: str | Sequence[int]) -> str:
+    """``"0,1,2"`` from a comma list or integers; a bad list is named before a process starts."""
+    items = seeds.split(",") if isinstance(seeds, str) else list(seeds)
+    try:
+        values = [int(str(s).strip()) for s in items]
+    except ValueError:
+        values = []
+    if not values or any(v < 0 for v in values) or len(set(values)) != len(values):
+        raise ConfigError(f"seeds must be distinct non-negative integers, e.g. \"0,1,2\", got {seeds!r}")
+    return ",".join(map(str, values))
 
 
 def train(dataset: str, out_dir: str | Path, *, echo: bool = True, log_every_line: int = 1,

@@ -121,10 +121,14 @@ def stage_matches(out_dir: str | os.PathLike, profile: str, init: str | None, it
 
 # ---------------------------------------------------------------- results
 def compare(table: int, *run_dirs: str | os.PathLike) -> pd.DataFrame:
-    """Paper | ours | Δ | source for the cells of ``table`` that these runs fill (Δ for real data only)."""
+    """Paper | ours with its 95% interval (low, high) | Δ | source for the cells of ``table`` that these runs
+    fill (Δ for real data only, with whether the paper's number lies inside our interval); Tables
+    9-12 add ours − the full model with its paired interval (``vs_full``, ``vs_full_low/high``)."""
     frame = cells_frame(fill(table_cells(table), records_under(*run_dirs)))
-    frame = frame[["row", "column", "paper", "ours", "delta", "source"]].rename(columns={"delta": "Δ"})
-    return frame.round({"ours": 2, "Δ": 2})
+    paired = [c for c in ("vs_full", "vs_full_low", "vs_full_high") if c in frame]
+    frame = frame[["row", "column", "paper", "ours", "low", "high", "delta", "paper_in_interval", *paired,
+                   "source"]].rename(columns={"delta": "Δ", "paper_in_interval": "paper in CI"})
+    return frame.round({c: 2 for c in ("ours", "low", "high", "Δ", *paired)})
 
 
 def reranking_rows(run_dir: str | os.PathLike) -> pd.DataFrame:
