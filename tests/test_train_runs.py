@@ -120,6 +120,13 @@ def test_seeds_aggregate_has_its_own_variant(tmp_path):
     assert agg["variant"]["aggregate"] == "seeds" and agg["extra"]["aggregated_over_seeds"] == 2
     assert agg["metrics"]["num_seeds"] == 2
     assert agg["metrics"]["rank1"] == pytest.approx((r0["metrics"]["rank1"] + r1["metrics"]["rank1"]) / 2)
+    # issue 12: each seed's record has its queries.npz beside it; the aggregate's interval is over seeds
+    assert all((tmp_path / f"seed-{k:02d}" / "queries.npz").is_file() for k in (0, 1))
+    assert r0["interval_method"]["name"] == "cluster-bootstrap"
+    assert agg["interval_method"] == {"name": "t-over-seeds", "level": 0.95, "seeds": 2}
+    iv = agg["intervals"]["top"]["rank1"]
+    assert iv["estimate"] == pytest.approx(agg["metrics"]["rank1"]) and iv["low"] <= iv["estimate"] <= iv["high"]
+    assert agg["t_summary"]["sections"]["top"]["rank1"]["std"] == pytest.approx(agg["metrics"]["rank1_std"])
     # a seed aggregate never fills the single-run cell of Table 7
     from jlml_lib.results.tables import fill, scan_records, table_cells
 
