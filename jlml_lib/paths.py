@@ -112,6 +112,10 @@ class RunDir:
             return self.path / f"eval-{kind}-rerank"
         return self.path if kind == JOINT else self.path / f"eval-{kind}"
 
+    def eval_dirs(self) -> list[Path]:
+        """The run's ``eval-<kind>[-rerank]/`` folders that exist (not its splits or seeds)."""
+        return [p for p in sorted(self.path.glob("eval-*")) if p.is_dir()]
+
     def split(self, k: int) -> "RunDir":
         return RunDir(self.path / f"split-{int(k):02d}")
 

@@ -27,7 +27,8 @@ from jlml_lib.results.queries import QUERIES_FILENAME, read_queries, write_queri
 from jlml_lib.results.records import read_metrics, write_metrics
 from jlml_lib.results.tables import build_tables, cells_frame, fill, scan_records, table_cells, table_frames
 from jlml_lib.engine.run import run, run_splits
-from jlml_lib.uncertainty import bootstrap_ci, intervals_to_json, paired_bootstrap_diff, stratified_bootstrap_ci
+from jlml_lib.uncertainty import (Interval, bootstrap_ci, intervals_to_json, paired_bootstrap_diff,
+                                  stratified_bootstrap_ci)
 
 TINY = dict(iterations=2, batch_size=8, image_height=32, image_width=16, log_every=1, ckpt_every=2,
             workers=0, progress=False, eval_batch_size=64)
@@ -175,7 +176,7 @@ def test_ablation_tables_pair_with_the_full_model(runs):
     assert pd.isna(full["vs_full"])  # the reference row itself
     qa = read_queries(paths[ablation["run_id"]])["single_query"]
     qb = read_queries(paths[full["run_id"]])["single_query"]
-    d = paired_bootstrap_diff(qa, qb, qa.q_pids, n_boot=1000, level=0.95, seed=0)["mAP"]
+    d = d_sfl = paired_bootstrap_diff(qa, qb, qa.q_pids, n_boot=1000, level=0.95, seed=0)["mAP"]
     assert (ablation["vs_full"], ablation["vs_full_low"], ablation["vs_full_high"]) == pytest.approx(
         (100 * d.estimate, 100 * d.low, 100 * d.high))
     assert ablation["vs_full"] == pytest.approx(ablation["ours"] - full["ours"])
@@ -188,6 +189,14 @@ def test_ablation_tables_pair_with_the_full_model(runs):
     assert (g["vs_full_low"], g["vs_full_high"]) == pytest.approx((100 * d.low, 100 * d.high))
     # a row whose ablation never ran has no difference
     assert t9.loc[("JLML (Local)", "SQ_R1"), ["ours", "vs_full"]].isna().all()
+    # 08's view: every filled ablation cell with its paired interval beside the paper's difference
+    diffs = ci.differences_frame(frames).set_index(["table", "row", "column"])
+    assert len(diffs) == 2 * 4  # Table 9's global row and Table 12's no-SFL row, 4 columns each
+    row = diffs.loc[(12, "Without SFL", "SQ_mAP")]
+    assert row["ours − full JLML"] == ci.format_interval(ablation["vs_full"], Interval(
+        ablation["vs_full"], ablation["vs_full_low"], ablation["vs_full_high"]), scale=1.0, signed=True)
+    assert row["paper − full JLML"] == pytest.approx(63.8 - 65.5)  # Table 12: without vs with SFL
+    assert row["excludes 0"] == (d_sfl.low > 0 or d_sfl.high < 0)
 
 
 def test_old_records_fill_cells_without_intervals(runs, tmp_path):
@@ -239,9 +248,13 @@ def test_paper_inside_our_interval_is_marked_for_real_data_only(tmp_path, source
         assert frame.loc["SQ_mAP", "paper_in_interval"] == "outside"  # 65.5 vs [35, 45]
         assert "| 85.1 | 60.0 [50.0, 86.0] | -25.1 (inside) |" in md
         assert "| 89.7 | 60.0 [50.0, 86.0] | -29.7 (outside) |" in md
+        marks = ci.paper_marks({6: frame.reset_index()}).set_index("column")
+        assert list(marks["paper is"]) == ["inside our interval"] + ["outside our interval"] * 3
+        assert marks.loc["SQ_R1", "ours [95% interval]"] == "60.0 [50.0, 86.0]"
     else:
         assert (frame["paper_in_interval"] == "").all() and frame["delta"].isna().all()
         assert "| 85.1 | 60.0 [50.0, 86.0] |  |" in md and "synthetic" in md
+        assert ci.paper_marks({6: frame.reset_index()}).empty
 
 
 def test_bad_interval_fields_are_refused(tmp_path):
@@ -260,9 +273,11 @@ def test_bad_interval_fields_are_refused(tmp_path):
 
 # ---------------------------------------------------------------- notebooks' frames, plots, launch
 def test_notebook_frames(runs):
-    frame = ci.interval_frame(runs / "market", runs / "viper")
-    assert list(frame["query"]) == ["SQ", "MQ", ""]
-    assert list(frame["interval"]) == ["cluster-bootstrap"] * 2 + ["split-stratified-bootstrap"]
+    assert ci.record_folders(runs / "market") == [runs / "market", runs / "market" / "eval-global"]
+    frame = ci.interval_frame(*ci.record_folders(runs / "market"), runs / "viper")
+    assert list(frame["record"]) == ["joint", "joint", "global", "global", "joint, mean of 2 splits"]
+    assert list(frame["query"]) == ["SQ", "MQ", "SQ", "MQ", ""]
+    assert list(frame["interval"]) == ["cluster-bootstrap"] * 4 + ["split-stratified-bootstrap"]
     assert all(re.match(r"^\d+\.\d \[\d+\.\d, \d+\.\d\]$", v) for v in frame["rank1"])
     # two models on the same queries: a paired comparison
     paired = ci.paired_frame(runs / "no_sfl", runs / "market").set_index(["query", "metric"])

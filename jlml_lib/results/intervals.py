@@ -35,7 +35,7 @@ from typing import Any, Mapping, Sequence
 import pandas as pd
 
 from jlml_lib.errors import DataError
-from jlml_lib.paths import QUERIES
+from jlml_lib.paths import METRICS, QUERIES, RunDir
 from jlml_lib.results.queries import TOP_SECTION, QueryResults, read_queries, section_of
 from jlml_lib.uncertainty import (DEFAULT_RANKS, Interval, bootstrap_ci, intervals_to_json, metric_keys,
                                   paired_bootstrap_diff, stratified_bootstrap_ci, t_summary)
@@ -61,7 +61,7 @@ SECTION_LABELS = {TOP_SECTION: "", "single_query": "SQ", "multi_query": "MQ"}
 __all__ = ["N_BOOT", "LEVEL", "BOOT_SEED", "CLUSTER_BOOTSTRAP", "STRATIFIED_BOOTSTRAP", "T_OVER_SEEDS",
            "METHOD_TEXT", "metric_sections", "run_uncertainty", "split_uncertainty", "seed_uncertainty",
            "record_interval", "record_method", "record_queries", "paired_difference", "format_interval",
-           "interval_frame", "paired_frame"]
+           "record_folders", "interval_frame", "paired_frame", "differences_frame", "paper_marks"]
 
 
 # ---------------------------------------------------------------- computing (at the end of a run)
@@ -233,8 +233,26 @@ def _scanned(folder: str | os.PathLike) -> dict[str, Any]:
     from jlml_lib.results.records import read_metrics
 
     rec = read_metrics(folder)
-    rec["_path"] = Path(folder) / "metrics.json" if Path(folder).is_dir() else Path(folder)
+    rec["_path"] = Path(folder) / METRICS if Path(folder).is_dir() else Path(folder)
     return rec
+
+
+def record_folders(run_dir: str | os.PathLike) -> list[Path]:
+    """A run's record folders: the run itself (joint feature) and its ``eval-<kind>[-rerank]/``."""
+    run = RunDir(run_dir)
+    return [d for d in [run.path, *run.eval_dirs()] if (d / METRICS).is_file()]
+
+
+def _label(rec: Mapping[str, Any]) -> str:
+    """What a record is, in words: "joint", "joint + re-ranking", "global, mean of 3 seeds"..."""
+    v = rec["variant"]
+    text = v["feature"] + (" + re-ranking" if v.get("rerank") else "")
+    seeds, splits = rec.get("extra", {}).get("aggregated_over_seeds"), rec.get("extra", {}).get("aggregated_over")
+    if v.get("aggregate") == "seeds":
+        text += f", mean of {seeds} seeds"
+    elif isinstance(splits, int) and splits > 1:
+        text += f", mean of {splits} splits"
+    return text
 
 
 def interval_frame(*folders: str | os.PathLike) -> pd.DataFrame:
@@ -244,7 +262,7 @@ def interval_frame(*folders: str | os.PathLike) -> pd.DataFrame:
     for folder in folders:
         rec = _scanned(folder)
         for section, values in metric_sections(rec["metrics"]).items():
-            row = {"record": str(folder), "query": SECTION_LABELS.get(section, section)}
+            row = {"record": _label(rec), "query": SECTION_LABELS.get(section, section)}
             for metric, v in values.items():
                 key = metric if section == TOP_SECTION else f"{section}.{metric}"
                 row[metric] = format_interval(v, record_interval(rec, key))
@@ -269,3 +287,40 @@ def paired_frame(a: str | os.PathLike, b: str | os.PathLike) -> pd.DataFrame:
                          "a − b (points)": format_interval(d.estimate, d, signed=True),
                          "excludes 0": d.low > 0 or d.high < 0})
     return pd.DataFrame(rows)
+
+
+def differences_frame(frames: Mapping[int, pd.DataFrame]) -> pd.DataFrame:
+    """Tables 9-12 as differences to the full model: for every filled ablation cell ours − full JLML
+    with its paired 95% interval (``tables.cells_frame`` / ``steps.compare`` frames), beside the
+    paper's difference for the same cell, and whether our interval excludes 0."""
+    from jlml_lib.results.tables import table_cells  # tables imports this module
+
+    rows = []
+    for n, frame in frames.items():
+        cells = {(c.row, c.column): c for c in table_cells(n)}
+        full = {c.column: c.paper for c in cells.values() if c.is_full_model}
+        for _, r in frame.iterrows():
+            c = cells[(r["row"], r["column"])]
+            if c.is_full_model or "vs_full" not in r or pd.isna(r["vs_full"]):
+                continue
+            d = Interval(r["vs_full"], r["vs_full_low"], r["vs_full_high"])
+            rows.append({"table": n, "row": r["row"], "column": r["column"],
+                         "ours − full JLML": format_interval(d.estimate, d, scale=1.0, signed=True),
+                         "paper − full JLML": round(c.paper - full[c.column], 1),
+                         "excludes 0": bool(d.low > 0 or d.high < 0)})
+    return pd.DataFrame(rows, columns=["table", "row", "column", "ours − full JLML", "paper − full JLML",
+                                       "excludes 0"])
+
+
+def paper_marks(frames: Mapping[int, pd.DataFrame]) -> pd.DataFrame:
+    """Every real-data cell with an interval: ours [low, high] and whether the paper's number lies
+    inside it (synthetic cells are never compared with the paper and are left out)."""
+    rows = []
+    for n, frame in frames.items():
+        for _, r in frame.iterrows():
+            if r.get("paper_in_interval"):
+                rows.append({"table": n, "row": r["row"], "column": r["column"], "paper": r["paper"],
+                             "ours [95% interval]": format_interval(r["ours"], Interval(r["ours"], r["low"], r["high"]),
+                                                                    scale=1.0),
+                             "paper is": r["paper_in_interval"] + " our interval"})
+    return pd.DataFrame(rows, columns=["table", "row", "column", "paper", "ours [95% interval]", "paper is"])
