@@ -169,3 +169,53 @@ def test_summary_reads_the_models_own_matrices_and_m():
     heat = unit_stripe_norms(model)
     assert heat.shape == (512, 4)
     np.testing.assert_allclose(heat, np.tile([0.0, 0.0, 1.0, 0.0], (512, 1)))
+
+
+# ---------------------------------------------------------------- the mechanism, in a short run
+# The measured run: the synthetic smoke profile (Market-1501 copy), 60 iterations at lr 0.01 (before
+# the first step at 120), 32×16 images, batches of 8, λ raised to 0.05 (global) / 0.005 (local)
+# so that so short a run shows the mechanism (the paper's 5e-4 moves nothing this fast), seed 0.
+BEHAVIOUR = ["iterations=60", "image_height=32", "image_width=16", "batch_size=8", "seed=0",
+             "lambda_global=0.05", "lambda_local=0.005", "evaluate=false", "progress=false"]
+# Margins per feature layer, from benchmarks/sfl_selection.py on exactly this configuration, seeds
+# 0-4 (SFL on | off, range over seeds):
+#   bn:    W_G column-ℓ2 Hoyer 0.00074-0.00091 | 0.00022-0.00026 (on/off per seed ≥ 3.1×);
+#          W_L group-ℓ1 Hoyer 0.020-0.040 | 0.00067-0.00075 (≥ 27×)
+#   plain: W_G 0.00062-0.00076 | 0.00021-0.00024 (≥ 2.9×); W_L 0.057-0.081 | 0.00066-0.00073 (≥ 78×)
+# W_G moves little in 60 iterations (ℓ2,1 shrinks every column by the same λ·lr per step), so its
+# margin is a ratio: SFL on must at least double the off run's Hoyer sparsity (smallest measured
+# ratio 2.9). W_L's groups separate by more than an order of magnitude: ×10 is asked.
+# Mutations of losses.py these margins catch (bn, seed 0; SFL off gives 0.00023 / 0.00067):
+#   λ_global·0 -> W_G 0.00022 (×0.96); λ_local·0 -> W_L 0.00067 (×1.0);
+#   ℓ2,1 over rows instead of columns -> W_G 0.00034 (×1.45); W_G and W_L swapped -> W_L 0.0013 (×2.0).
+# Not caught here: ℓ1,2 on W_Lᵀ or with interleaved stripes (W_L 0.033 / 0.031): in so short a run any
+# ℓ1-type penalty on W_L spreads its group norms; tests/test_losses.py's hand-computed values catch those.
+MARGIN = {"bn": {"wg_col_l2_hoyer": 2.0, "wl_group_l1_hoyer": 10.0},
+          "plain": {"wg_col_l2_hoyer": 2.0, "wl_group_l1_hoyer": 10.0}}
+
+
+def _trained_summary(tmp_path, sfl: bool) -> dict:
+    from jlml_lib.engine.config import make_config
+    from jlml_lib.train import run
+
+    cfg = make_config("smoke", [*BEHAVIOUR, f"sfl={str(sfl).lower()}"])
+    got = {}
+
+    def grab(done: int, model) -> None:
+        if done == cfg.iterations:
+            got.update(summary(model))
+
+    run(cfg, tmp_path / f"sfl-{sfl}", on_iteration=grab)
+    return got
+
+
+@pytest.mark.slow
+def test_sfl_selects_in_the_default_feature_layer(tmp_path):
+    from jlml_lib.engine.config import TrainConfig
+
+    layer = TrainConfig().feature_layer
+    on, off = _trained_summary(tmp_path, True), _trained_summary(tmp_path, False)
+    for key, ratio in MARGIN[layer].items():
+        assert on[key] >= ratio * off[key], (
+            f"{layer}: SFL on gives {key}={on[key]:.5f}, off {off[key]:.5f}; expected at least ×{ratio} "
+            "(Eqs. 1-2 are not acting on W_G's columns / W_L's stripe groups)")
