@@ -188,7 +188,8 @@ BEHAVIOUR = ["iterations=60", "image_height=32", "image_width=16", "batch_size=8
 # Mutations of losses.py these margins catch (bn, seed 0; SFL off gives 0.00023 / 0.00067):
 #   λ_global·0 -> W_G 0.00022 (×0.96); λ_local·0 -> W_L 0.00067 (×1.0);
 #   ℓ2,1 over rows instead of columns -> W_G 0.00034 (×1.45); W_G and W_L swapped -> W_L 0.0013 (×2.0).
-# Not caught here: ℓ1,2 on W_Lᵀ or with interleaved stripes (W_L 0.033 / 0.031): in so short a run any
+# plain, seed 0 (off 0.00021 / 0.00066): ℓ2,1 over rows -> W_G ×1.09; swapped -> W_L ×1.56 (λ·0 = off).
+# Not caught here: ℓ1,2 on W_Lᵀ or with interleaved stripes (bn: W_L 0.033 / 0.031): in so short a run any
 # ℓ1-type penalty on W_L spreads its group norms; tests/test_losses.py's hand-computed values catch those.
 MARGIN = {"bn": {"wg_col_l2_hoyer": 2.0, "wl_group_l1_hoyer": 10.0},
           "plain": {"wg_col_l2_hoyer": 2.0, "wl_group_l1_hoyer": 10.0}}
