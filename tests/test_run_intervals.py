@@ -162,7 +162,7 @@ def test_tables_show_intervals_and_which(runs, tmp_path):
     assert f"{sq['ours']:.1f} [{sq['low']:.1f}, {sq['high']:.1f}]" in md6
     assert sq["interval"] == "cluster-bootstrap" and pd.isna(sq["paper_in_interval"])  # synthetic: no mark
     # which interval: said under each table, from the records that filled it
-    assert "(cluster-bootstrap)" in md6 and "(split-stratified-bootstrap)" in md7
+    assert "95% interval (`cluster-bootstrap`)" in md6 and "95% interval (`split-stratified-bootstrap`)" in md7
     assert "not training randomness" in md6
     t7 = pd.read_csv(tmp_path / "table7.csv").set_index("column")
     assert t7.loc["R1", "interval"] == "split-stratified-bootstrap"  # the 2-split mean fills the cell

@@ -305,7 +305,7 @@ def interval_note(n: int, frame: pd.DataFrame) -> list[str]:
         return []
     used = [m for m in dict.fromkeys(frame.get("interval", pd.Series(dtype=str))) if m]
     filled = frame["ours"].notna()
-    lines = [f"[low, high] beside ours: 95% interval, {ci.METHOD_TEXT.get(m, m)} ({m})." for m in used]
+    lines = [f"[low, high] beside ours: 95% interval (`{m}`): {ci.METHOD_TEXT.get(m, m)}." for m in used]
     if not used:
         lines.append("No record behind this table carries an interval yet (`jlml train` records one with every "
                      "evaluation).")
@@ -318,7 +318,7 @@ def interval_note(n: int, frame: pd.DataFrame) -> list[str]:
         lines.append("ours − full JLML: this row minus the full model's row of the same column, with the paired "
                      "bootstrap interval (the same test identities resampled for both runs); an interval that "
                      "excludes 0 is a difference query sampling does not explain.")
-    return [""] + lines
+    return [part for line in lines for part in ("", line)]  # one paragraph each
 
 
 def render_markdown(n: int, frame: pd.DataFrame) -> str:
