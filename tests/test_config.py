@@ -95,8 +95,11 @@ def test_unknown_profile():
 
 def test_variant_tag_follows_switches():
     cfg = make_config("smoke", ["head=uni", "sfl=false", "shared_conv1=false", "eval_features=local,joint"])
-    assert cfg.variant() == {"feature": "local", "loss": "uni", "shared_conv1": False, "sfl": False}
-    assert make_config("paper").variant() == {"feature": "joint", "loss": "multi", "shared_conv1": True, "sfl": True}
+    assert cfg.variant() == {"feature": "local", "loss": "uni", "shared_conv1": False, "sfl": False,
+                             "feature_layer": "bn"}
+    assert make_config("paper").variant() == {"feature": "joint", "loss": "multi", "shared_conv1": True, "sfl": True,
+                                              "feature_layer": "bn"}
+    assert make_config("smoke", ["feature_layer=plain"]).variant()["feature_layer"] == "plain"
 
 
 def test_round_trip_through_json():
