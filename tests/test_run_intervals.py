@@ -311,3 +311,30 @@ def test_launch_command_takes_seeds(tmp_path):
     for bad in ("0,0", "a,b", "", [-1]):
         with pytest.raises(ConfigError, match="seeds"):
             command("market1501", tmp_path, seeds=bad)
+
+
+# ---------------------------------------------------------------- protocols carry their per-query results
+@pytest.mark.parametrize("protocol, sections", [("market1501", {"single_query", "multi_query"}),
+                                                ("cuhk03-classic", {"top"}), ("cuhk03-new", {"top"}),
+                                                ("viper", {"top"}), ("grid", {"top"})])
+def test_protocol_results_carry_queries_that_rebuild_their_metrics(protocol, sections):
+    rng = np.random.default_rng(0)
+    pids = np.repeat(np.arange(1, 9), 2)
+    query = (rng.normal(size=(16, 4)) + pids[:, None], pids, np.zeros(16, np.int64))
+    gallery = (rng.normal(size=(32, 4)) + np.repeat(pids, 2)[:, None], np.repeat(pids, 2), np.ones(32, np.int64))
+    r = protocols.evaluate_features(protocol, query, gallery, gt_bbox=query if protocol == "market1501" else None,
+                                    num_draws=3)
+    assert protocols.aggregate([r, r])["rank1"] == pytest.approx(r["rank1"])  # the private key is ignored
+    queries = protocols.pop_queries(r)
+    json.dumps(r)  # JSON-ready once they are out
+    assert set(queries) == sections and protocols.pop_queries(r) == {}
+    for section, q in queries.items():
+        means = r if section == "top" else r[section]
+        assert q.metrics() == pytest.approx({m: means[m] for m in METRICS})
+    if protocol == "cuhk03-classic":  # the draws, one row each, averaged per query by the intervals
+        assert queries["top"].num_draws == 3
+    # what a run records: the cluster bootstrap of each section, estimate = the metric
+    out = ci.run_uncertainty(queries)
+    assert set(out["intervals"]) == sections
+    for section, q in queries.items():
+        assert out["intervals"][section] == intervals_to_json(bootstrap_ci(q, q.q_pids, n_boot=1000, seed=0))
