@@ -18,6 +18,7 @@ import torch
 from matplotlib.figure import Figure
 
 from jlml_lib.data import ReidDataset, build_loader, load_dataset, resolve_root
+from jlml_lib.data.combined import COMBINED
 from jlml_lib.diagnostics import ranked_gallery
 from jlml_lib.engine.checkpoint import load_model
 from jlml_lib.errors import ConfigError
@@ -78,8 +79,11 @@ def inference_device(device: str) -> str:
 def reid_pretraining(out_dir: str | os.PathLike = REID_PRETRAINING_STAGE, *, init: str | None, profile: str,
                      cuhk03_root: str | None = None, market1501_root: str | None = None,
                      iterations: int | None = None, nproc: int = 1,
-                     overrides: Mapping[str, Any] | None = None) -> Path:
+                     overrides: Mapping[str, Any] | None = None, schedule: str = "train") -> Path:
     """The ImageNet → CUHK03+Market-1501 stage of the VIPeR/GRID chain (§3 "Implementation").
+
+    ``schedule``: which row of Table 4 a ``paper`` run of the stage follows — "train" (50K
+    iterations, our choice: the paper does not say) or "pretrain" (300K); smoke runs are smoke.
 
     Returns its final checkpoint. 06 and 07 share the stage (``paths.REID_PRETRAINING_STAGE`` by
     default): a finished one is reused when it was trained with the same profile, start
@@ -93,10 +97,13 @@ def reid_pretraining(out_dir: str | os.PathLike = REID_PRETRAINING_STAGE, *, ini
         opts["data.cuhk03_root"] = cuhk03_root
     if market1501_root:
         opts["data.market1501_root"] = market1501_root
-    if final.exists() and stage_matches(out_dir, train_profile(profile), init, iterations, opts):
+    if schedule not in ("train", "pretrain"):
+        raise ConfigError(f"schedule must be 'train' or 'pretrain' (Table 4's rows), not {schedule!r}")
+    stage_profile = train_profile(profile, pretraining=schedule == "pretrain")
+    if final.exists() and stage_matches(out_dir, stage_profile, init, iterations, opts):
         print(f"reusing the CUHK03+Market-1501 model {final} (same profile, init, data and settings)")
         return final
-    train("cuhk03+market1501", out_dir, profile=train_profile(profile), init=init, iterations=iterations,
+    train(COMBINED, out_dir, profile=stage_profile, init=init, iterations=iterations,
           nproc=nproc, overrides={**opts, "evaluate": False}, log_every_line=10)
     return final
 
