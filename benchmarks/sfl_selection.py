@@ -27,6 +27,7 @@ import pandas as pd
 from jlml_lib import selection
 from jlml_lib.engine.checkpoint import load_model
 from jlml_lib.engine.config import make_config
+from jlml_lib.errors import ConfigError
 from jlml_lib.io import write_json, write_text
 from jlml_lib.losses import LAMBDA
 from jlml_lib.model import FEATURE_LAYERS
@@ -66,6 +67,11 @@ def run_one(cell: Cell, seed: int, out: Path, *, iterations: int | None, evaluat
     record = run_dir.path / "selection.json"
     if record.exists():
         saved = json.loads(record.read_text())
+        want = {"iterations": iterations or saved["row"]["iterations"], "extra": list(extra)}
+        have = {"iterations": saved["row"]["iterations"], "extra": saved.get("extra", list(extra))}
+        if want != have:
+            raise ConfigError(f"{run_dir.path} was trained with {have}, this grid asks for {want}; "
+                              "choose another --out for other settings.")
         if saved.get("evaluated") or not evaluate:
             return saved["row"]
     overrides = [f"seed={seed}", f"feature_layer={cell.feature_layer}", f"sfl={str(cell.sfl).lower()}",
@@ -87,7 +93,7 @@ def run_one(cell: Cell, seed: int, out: Path, *, iterations: int | None, evaluat
     metrics = next(iter(summary.get("metrics", {}).values()), None)
     if metrics:
         row.update(rank1=metrics["rank1"], mAP=metrics["mAP"])
-    write_json(record, {"row": row, "trace": trace, "evaluated": bool(metrics)})
+    write_json(record, {"row": row, "trace": trace, "evaluated": bool(metrics), "extra": list(extra)})
     return row
 
 
@@ -121,8 +127,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows = []
     for cell in grid:
         for seed in seeds:
-            row = run_one(cell, seed, a.out, iterations=a.iterations, evaluate=a.evaluate,
-                          trace_every=a.trace_every, extra=a.overrides)
+            try:
+                row = run_one(cell, seed, a.out, iterations=a.iterations, evaluate=a.evaluate,
+                              trace_every=a.trace_every, extra=a.overrides)
+            except ConfigError as exc:
+                print(f"sfl_selection: {exc}", file=sys.stderr)
+                return 2
             rows.append({**row, "lambda_global": cell.lambda_global, "lambda_local": cell.lambda_local})
             print(f"{cell.name} seed {seed}: " + ", ".join(f"{k}={row[k]:.4f}" for k in SHOWN[:5]),
                   file=sys.stderr, flush=True)
