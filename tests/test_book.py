@@ -199,8 +199,10 @@ def test_book_of_a_small_workbook(tmp_path):
 
 
 @pytest.mark.slow
-def test_book_of_executed_workbook_notebooks(tmp_path):
+def test_book_of_executed_workbook_notebooks(tmp_path, monkeypatch):
     """02 (Table 13) and 09 (every table) executed here by papermill, then the book built from them."""
+    # a shell's non-inline backend (CI exports Agg) reaches the kernels: the notebooks still show their figures
+    monkeypatch.setenv("MPLBACKEND", "Agg")
     executed = tmp_path / "executed"
     executed.mkdir()
     execute_into(["02_model", "09_paper_tables"], executed, tmp_path)
