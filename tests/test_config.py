@@ -96,10 +96,16 @@ def test_unknown_profile():
 def test_variant_tag_follows_switches():
     cfg = make_config("smoke", ["head=uni", "sfl=false", "shared_conv1=false", "eval_features=local,joint"])
     assert cfg.variant() == {"feature": "local", "loss": "uni", "shared_conv1": False, "sfl": False,
-                             "feature_layer": "bn"}
+                             "feature_layer": "bn", "lambda": "paper", "study": "none"}
     assert make_config("paper").variant() == {"feature": "joint", "loss": "multi", "shared_conv1": True, "sfl": True,
-                                              "feature_layer": "bn"}
+                                              "feature_layer": "bn", "lambda": "paper", "study": "none"}
     assert make_config("smoke", ["feature_layer=plain"]).variant()["feature_layer"] == "plain"
+    # another λ is its own kind of run (never the paper's cell), but only where SFL uses it
+    assert make_config("smoke", ["lambda_local=0.005"]).variant()["lambda"] == "custom"
+    assert make_config("smoke", ["lambda_global=0.05", "sfl=false"]).variant()["lambda"] == "paper"
+    assert make_config("smoke", ["study=selection"]).variant()["study"] == "selection"
+    with pytest.raises(ConfigError, match="study"):
+        make_config("smoke", ["study=other"])
 
 
 def test_round_trip_through_json():

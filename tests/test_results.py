@@ -235,7 +235,7 @@ def test_records_round_trip(tmp_path):
     assert rec["extra"] == {"note": "x"}
     assert rec["schema_version"] == 1 and rec["kind"] == "evaluation"
     assert rec["variant"] == {"feature": "joint", "loss": "multi", "shared_conv1": True, "sfl": True,
-                              "feature_layer": "bn", "aggregate": "none", "rerank": False}
+                              "feature_layer": "bn", "aggregate": "none", "rerank": False, "lambda": "paper", "study": "none"}
     assert re.fullmatch(r"\d{8}T\d{6}Z-[0-9a-f]{8}", rec["run_id"])
     assert set(rec["versions"]) >= {"python", "torch", "torchvision", "numpy"}
     assert set(rec["hardware"]) >= {"cpu_model", "cpu_count", "cuda_devices"}
@@ -328,6 +328,12 @@ def built(tmp_path):
                            metrics={"rank1": 0.75}))
     _set_created(mean, "2030-01-02T00:00:00+00:00")
     _set_created(single, "2030-01-05T00:00:00+00:00")
+    # newer runs of 08's selection grid, at another λ or the paper's: their own kinds, never Table 6's
+    # / 12's JLML cell (test_build_tables_values_and_deltas reads 50.0 there)
+    for name, variant in (("sfl-grid-raised", {"lambda": "custom", "study": "selection"}),
+                          ("sfl-grid-paper", {"study": "selection"})):
+        _set_created(write_metrics(runs / name, **_eval_kwargs(
+            metrics={"single_query": {"rank1": 0.99, "mAP": 0.99}}, variant=variant)), "2031-01-01T00:00:00+00:00")
     write_dataset_stats(runs / "stats-cuhk", dataset="cuhk03", source="real", cams=6, ids=1467,
                         train_ids=1367, test_ids=100, labelled=14096, detected=14097)
     write_complexity(runs / "complexity", convention="multiply-accumulates at 224x224",

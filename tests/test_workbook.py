@@ -141,6 +141,17 @@ def test_parameters_passed_down(tmp_path, monkeypatch):
     assert workbook.notebook_parameters(plan.notebooks[0], plan)["init"] == str(ckpt)
 
 
+def test_the_workbook_runs_the_full_selection_grid_nbval_the_reduced_one():
+    """08's defaults are the quick grid (nbval runs them); ``jlml workbook`` passes the full one."""
+    path = workbook.select(["08"])[0]
+    defaults = {k: notebook.parameter_default("08_ablations", k) for k in workbook.FULL_RUN["08_ablations"]}
+    assert defaults["sfl_seeds"] < 3 and defaults["sfl_iterations"] is not None and not defaults["sfl_paper_lambda"]
+    params = workbook.notebook_parameters(path, workbook.Plan([path]))
+    assert params["sfl_seeds"] == 3 and params["sfl_iterations"] is None and params["sfl_paper_lambda"] is True
+    # a value given to the workbook wins
+    assert workbook.notebook_parameters(path, workbook.Plan([path], {"sfl_seeds": 5}))["sfl_seeds"] == 5
+
+
 @pytest.mark.slow
 def test_jlml_workbook_only_02_runs_through_papermill():
     out = subprocess.run([sys.executable, "-m", "jlml_lib.cli", "workbook", "--only", "02"], cwd=ROOT,

@@ -42,6 +42,9 @@ __all__ = ["TrainConfig", "PROFILES", "make_config", "parse_overrides", "apply_o
            "config_from_dict", "RESUME_MAY_CHANGE"]
 
 PROFILES = ("smoke", "paper", "pretrain")
+#: what a run was made for: "none" (a table's run) or a study beyond the tables, whose records carry
+#: it as their own variant and so never fill a table cell ("selection": 08's short SFL grid runs)
+STUDIES = ("none", "selection")
 CHOICES: dict[str, tuple[str, ...]] = {
     "head": HEADS,
     "stride_on": ("1x1", "3x3"),
@@ -51,6 +54,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "sync_bn": ("auto", "on", "off"),
     "device": ("auto", "cpu", "cuda"),
     "ap": ("official", "standard"),
+    "study": STUDIES,
 }
 EVAL_FEATURES = FEATURE_KINDS
 
@@ -122,6 +126,7 @@ class TrainConfig:
     eval_rerank: bool = False             # also k-reciprocal re-ranked results (Zhong et al. 2017), own records
     eval_batch_size: int = 128
     ap: str = "official"
+    study: str = "none"                   # STUDIES: a study's run is its own record variant (no table cell)
 
     # ---------------------------------------------------------------- derived
     @property
@@ -133,8 +138,11 @@ class TrainConfig:
 
     def variant(self, feature: str | None = None) -> dict[str, Any]:
         """The record's ablation tag (``jlml_lib.results.records``)."""
+        # λ only matters with SFL on: a no-SFL run is the no-SFL ablation whatever λ says
+        custom = self.sfl and (self.lambda_global, self.lambda_local) != (LAMBDA, LAMBDA)
         return {"feature": feature or self.feature_kinds()[0], "loss": self.head,
-                "shared_conv1": self.shared_conv1, "sfl": self.sfl, "feature_layer": self.feature_layer}
+                "shared_conv1": self.shared_conv1, "sfl": self.sfl, "feature_layer": self.feature_layer,
+                "lambda": "custom" if custom else "paper", "study": self.study}
 
     def build_model(self, num_classes: int) -> JLML:
         """The JLML-ResNet39 these settings describe (``model.ARCH_KEYS``), fresh ID classifiers."""
@@ -295,5 +303,5 @@ def config_from_dict(d: Mapping[str, Any]) -> TrainConfig:
 # Settings a resumed run may change: they do not alter the trained weights.
 RESUME_MAY_CHANGE = frozenset({
     "iterations", "workers", "threads", "log_every", "ckpt_every", "progress", "evaluate", "eval_features",
-    "eval_normalize", "eval_flip", "eval_rerank", "eval_batch_size", "ap", "data_root", "device",
+    "eval_normalize", "eval_flip", "eval_rerank", "eval_batch_size", "ap", "data_root", "device", "study",
 })

@@ -89,6 +89,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from jlml_lib import __version__
+from jlml_lib.engine.config import STUDIES
 from jlml_lib.errors import DataError
 from jlml_lib.io import write_json
 from jlml_lib.model import FEATURE_KINDS, FEATURE_LAYERS, HEADS
@@ -101,7 +102,8 @@ SOURCES = ("real", "synthetic")
 # equal to what every earlier record was, so old records keep their cells and new kinds never
 # take a cell that is not theirs.
 DEFAULT_VARIANT: dict[str, Any] = {"feature": "joint", "loss": "multi", "shared_conv1": True, "sfl": True,
-                                   "feature_layer": "bn", "aggregate": "none", "rerank": False}
+                                   "feature_layer": "bn", "aggregate": "none", "rerank": False, "lambda": "paper",
+                                   "study": "none"}
 VARIANT_CHOICES: dict[str, tuple] = {
     "feature": FEATURE_KINDS,
     "loss": HEADS,
@@ -110,6 +112,8 @@ VARIANT_CHOICES: dict[str, tuple] = {
     "feature_layer": FEATURE_LAYERS,     # issue 11: Linear→BN→ReLU ("bn", every record before) or "plain"
     "aggregate": ("none", "seeds"),      # "seeds": mean over --seeds runs (a split mean stays "none")
     "rerank": (False, True),             # issue 13: k-reciprocal re-ranked evaluation (beyond the paper)
+    "lambda": ("paper", "custom"),       # Eq. (5)'s λ: the paper's 5e-4 for both terms, or another (with SFL on)
+    "study": STUDIES,                    # a run made for a study beyond the tables (08's selection grid)
 }
 #: a dataset_stats record's metrics: Table 2's columns (the tables read them from here)
 STATS_KEYS = ("cams", "ids", "train_ids", "test_ids", "labelled", "detected")

@@ -46,6 +46,12 @@ CHAIN_CHECKPOINTS = {
     "imagenet": (RunDir(IMAGENET_STAGE).final, ("04_cuhk03", "05_market", "06_viper", "07_grid", "08_ablations")),
 }
 
+#: what ``jlml workbook`` passes beyond a notebook's defaults, which are the quick run nbval makes:
+#: 08's Table 12 selection grid in full (3 seeds, the smoke profile's 300 iterations, both λ)
+FULL_RUN: dict[str, dict[str, Any]] = {
+    "08_ablations": {"sfl_seeds": 3, "sfl_iterations": None, "sfl_paper_lambda": True},
+}
+
 
 @dataclass
 class Plan:
@@ -85,8 +91,8 @@ def parse_data_roots(items: list[str]) -> dict[str, str]:
 def notebook_parameters(path: Path, plan: Plan) -> dict[str, Any]:
     """The parameters this notebook declares, filled from the plan and the checkpoint chains."""
     declared = declared_parameters(path)
-    params = {k: v for k, v in plan.params.items() if k in declared}
     stem = path.stem
+    params = {k: v for k, v in {**FULL_RUN.get(stem, {}), **plan.params}.items() if k in declared}
     if "data_root" in declared and DATA_ROOT_OF.get(stem) in plan.data_roots:
         params["data_root"] = plan.data_roots[DATA_ROOT_OF[stem]]
     for name in DATASETS:  # notebooks that see several datasets (01) take <name>_root
