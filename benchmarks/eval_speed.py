@@ -15,7 +15,9 @@ Cases (``--cases``, default all but the slow authors' re-ranking unless asked fo
 ``market-dense`` / ``market``
     Market-1501 from 1,024-d features: ``pairwise_distances`` + ``rank_metrics`` (the dense path)
     / ``rank_metrics_from_features`` (streamed); the streamed result is checked identical.
-``market-clustered-dense`` / ``market-clustered``
+``market-float32``
+    The streamed path with float32 products (``precision="float32"``) instead of float64.
+``market-clustered-dense`` / ``market-clustered`` / ``market-clustered-float32``
     The same with identity-clustered random features (closer to real ones: good images near).
 ``msmt17``
     MSMT17-sized, 11,659 × 82,161 (3,060 ids, 15 cameras, synthetic lists), streamed.
@@ -29,7 +31,7 @@ Cases (``--cases``, default all but the slow authors' re-ranking unless asked fo
     the same features, then ``rank_metrics``: minutes and ~15 GB; only when named in ``--cases``.
 
 Features are **random** (``numpy`` normal, float32, labelled so in the output): pure noise puts the
-good images anywhere in the ranking (the worst case for the float32 band of the streamed path).
+good images anywhere in the ranking (the worst case for the band of the streamed path).
 Dense peers' memory is given by arithmetic: torchreid / fast-reid evaluation holds a float32
 distance matrix, its int64 argsort and an int32 match matrix (16 bytes per query-gallery pair);
 their re-ranking holds several dense N × N matrices (N = queries + gallery; float32 original
@@ -60,8 +62,8 @@ REAL = HERE.parent / ".." / "shared" / "realdata" / "market1501"
 DIM = 1024
 GB = 1e9
 
-DEFAULT_CASES = ("ranking", "market-dense", "market", "market-clustered-dense", "market-clustered", "msmt17",
-                 "market+500k", "rerank-market", "rerank-msmt17")
+DEFAULT_CASES = ("ranking", "market-dense", "market", "market-float32", "market-clustered-dense", "market-clustered",
+                 "market-clustered-float32", "msmt17", "market+500k", "rerank-market", "rerank-msmt17")
 ALL_CASES = DEFAULT_CASES + ("rerank-market-authors",)
 
 
@@ -207,7 +209,9 @@ def run_case(case: str, quick: bool, ref_queries: int, repeat: int) -> dict:
         m, t = timed(rank_metrics_from_features, qf, gf, qp, gp, qc, gc, rerank=True)
         out.update(seconds=t, **summary(m))
     else:
-        m, t = timed(rank_metrics_from_features, qf, gf, qp, gp, qc, gc)
+        precision = "float32" if case.endswith("-float32") else "float64"
+        out["precision"] = precision
+        m, t = timed(rank_metrics_from_features, qf, gf, qp, gp, qc, gc, precision=precision)
         out.update(seconds=t, peak_extra_bytes=peak_bytes() - base, **summary(m))
         if nq * ng <= 1e8:  # the dense result to compare with (Market-sized and below), after the peak
             ref = rank_metrics(pairwise_distances(qf, gf), qp, gp, qc, gc)

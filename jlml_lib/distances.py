@@ -3,11 +3,12 @@
 Two ways to the same numbers:
 
 * :func:`pairwise_distances`: the dense float64 matrix, ``sqrt(max(|q|² + |g|² - 2 q·g, 0))``.
-* Certified float32 blocks, for evaluating without that matrix (``evaluation``, ``reranking``):
+* Certified blocks, for evaluating without that matrix (``evaluation``, ``reranking``):
   features are centred and scaled by a power of two (:class:`Scaled`; translation leaves distances
   unchanged, centring shrinks the norms that bound the error, the power of two is exact), products
-  are float32 GEMMs split along the feature axis (:func:`products`), and :meth:`Scaled.tolerance`
-  bounds the error of the result rigorously (worst case over any summation order). A decision
+  are float32 (or float64) GEMMs split along the feature axis (:func:`products`), and
+  :meth:`Scaled.tolerance` bounds the error of the result rigorously (worst case over any
+  summation order). A decision
   that the bound cannot settle is made on :func:`sq_dists`, the float64 value of the pair, which
   depends only on the pair (not on the batch), so that one pair always gets one value.
 """
@@ -135,7 +136,8 @@ def _gamma(n: int, u: float) -> float:
 
 @dataclass
 class Scaled:
-    """Features centred on ``mu`` and scaled by ``scale`` (a power of two), rounded to float32.
+    """Features centred on ``mu`` and scaled by ``scale`` (a power of two), rounded to ``dtype``
+    (float32 by default; float64 for the float64-product path of ``evaluation``).
 
     ``s2`` converts a float64 squared distance into these units exactly.
     """
@@ -143,12 +145,14 @@ class Scaled:
     mu: np.ndarray
     scale: float
     dim: int
+    dtype: torch.dtype = torch.float32
 
     @classmethod
-    def of(cls, centre_on: np.ndarray, *also: np.ndarray, step: int = 65536) -> "Scaled":
+    def of(cls, centre_on: np.ndarray, *also: np.ndarray, step: int = 65536,
+           dtype: torch.dtype = torch.float32) -> "Scaled":
         """Centred on the mean of ``centre_on`` (rounded to float32: any centre is exact, and this
-        one makes the centring a single float32 rounding); scaled so that every centred coordinate
-        is below 2 in size."""
+        one makes the centring a single rounding); scaled so that every centred coordinate is below 2
+        in size."""
         total = np.zeros(centre_on.shape[1])
         big = 0.0
         for k, x in enumerate((centre_on, *also)):
@@ -160,46 +164,54 @@ class Scaled:
                     big = max(big, float(np.max(blk)), -float(np.min(blk)))
         mu = (total / max(len(centre_on), 1)).astype(np.float32)
         _, e = np.frexp(big if big > 0 else 1.0)  # |x - mu| <= 2 big < 2**(e+1)
-        return cls(mu, float(np.ldexp(1.0, -int(e))), centre_on.shape[1])
+        return cls(mu, float(np.ldexp(1.0, -int(e))), centre_on.shape[1], dtype)
 
     @property
     def s2(self) -> float:
         return self.scale * self.scale
 
-    def f32(self, x: np.ndarray, out: torch.Tensor | None = None) -> tuple[torch.Tensor, np.ndarray]:
-        """Rows ``x`` in these units as float32 (one rounding: the scale is a power of two), and
-        their float64 norms. ``out``: a float32 buffer of at least ``x.size`` elements to reuse."""
+    @property
+    def u(self) -> float:
+        """The unit roundoff of ``dtype``."""
+        return U64 if self.dtype == torch.float64 else U32
+
+    def cast(self, x: np.ndarray, out: torch.Tensor | None = None) -> tuple[torch.Tensor, np.ndarray]:
+        """Rows ``x`` in these units as ``dtype`` (one rounding: the scale is a power of two), and
+        their float64 norms. ``out``: a ``dtype`` buffer of at least ``x.size`` elements to reuse."""
         t = torch.from_numpy(x)
-        mu = torch.from_numpy(self.mu).to(t.dtype)
-        if t.dtype == torch.float32 and out is not None:
+        if t.dtype == self.dtype and out is not None:
+            mu = torch.from_numpy(self.mu).to(t.dtype)
             y = torch.sub(t, mu, out=out.view(-1)[: t.numel()].view(t.shape)).mul_(self.scale)
         else:
-            y = torch.sub(t, mu).mul_(self.scale).to(torch.float32)
+            wide = t.to(torch.float64) if self.dtype == torch.float64 else t  # centred once, in dtype
+            y = torch.sub(wide, torch.from_numpy(self.mu).to(wide.dtype)).mul_(self.scale).to(self.dtype)
         return y, np.sqrt(np.einsum("ij,ij->i", y.numpy(), y.numpy(), dtype=np.float64))
 
     def tolerance(self, xn: np.ndarray, yn: Any, rn: np.ndarray, rn_other: Any) -> np.ndarray:
-        """A bound on ``|s2 · sq_dists - (|x|² + A)|`` for ``A = fl32(fl32(|y|²) - 2 · products(x, y))``.
+        """A bound on ``|s2 · sq_dists - (|x|² + A)|`` for ``A = fl(fl(|y|²) - 2 · products(x, y))``
+        in ``dtype`` (unit roundoff ``u``).
 
-        ``xn``, ``yn``: the float32 vectors' norms; ``rn``, ``rn_other``: the raw features' norms
+        ``xn``, ``yn``: the cast vectors' norms; ``rn``, ``rn_other``: the raw features' norms
         (for :func:`sq_dists`' own rounding), all float64 and broadcastable. Terms (Higham,
         Accuracy and Stability of Numerical Algorithms, §3.1): the split products (``γ_k`` per
         block of ``k`` coordinates, any summation order, FMA or not, plus ``γ`` of the block sum)
-        on ``|x||y|``; the float32 roundings of ``|y|²`` and of the final sum; the rounding of the
-        centred inputs to float32 (``u (|x| + |y|)`` on the distance); float64 rounding in
-        :func:`sq_dists` and in the thresholds; float32 underflow (absolute, negligible here).
+        on ``|x||y|``; the roundings of ``|y|²`` and of the final sum; the rounding of the
+        centred inputs to ``dtype`` (``u (|x| + |y|)`` on the distance); float64 rounding in
+        :func:`sq_dists` and in the thresholds; underflow (absolute, negligible here).
         """
+        u = self.u
         k = min(K_BLOCK, self.dim)
         nblocks = -(-self.dim // k)
-        g32 = _gamma(k, U32) + _gamma(nblocks, U32) * (1 + _gamma(k, U32))
+        g = _gamma(k, u) + _gamma(nblocks, u) * (1 + _gamma(k, u))
         g64 = _gamma(self.dim + 4, U64)
         s = xn + yn
         raw = (rn * rn + np.square(rn_other)) * self.s2
-        return 1.02 * (2 * g32 * xn * yn + 2.2 * U32 * (yn * yn + xn * yn) + 2.2 * (U32 + 2 * U64) * s * s
+        return 1.02 * (2 * g * xn * yn + 2.2 * u * (yn * yn + xn * yn) + 2.2 * (u + 2 * U64) * s * s
                        + 8 * g64 * (s * s + raw)) + 1e-30
 
 
 def products(x: torch.Tensor, y: torch.Tensor, out: torch.Tensor, acc: torch.Tensor, tmp: torch.Tensor) -> torch.Tensor:
-    """``out = x @ y.T`` in float32, summed over blocks of ``K_BLOCK`` coordinates (see ``tolerance``).
+    """``out = x @ y.T`` in the inputs' dtype, summed over blocks of ``K_BLOCK`` coordinates (see ``tolerance``).
 
     ``acc``, ``tmp``: scratch of at least ``len(x) × _TILE``. Each block's GEMM writes a fresh
     buffer (no read-back of partial sums into the BLAS accumulator), so the bound holds whatever
@@ -240,3 +252,11 @@ def round_up32(x: np.ndarray) -> np.ndarray:
     """The smallest float32 ``>= x`` (element-wise)."""
     y = x.astype(np.float32)
     return np.where(y < x, np.nextafter(y, np.float32(np.inf)), y)
+
+
+def widen(low: np.ndarray, high: np.ndarray, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
+    """Float64 bounds ``low <= high`` as ``dtype`` values that still enclose them (float32: rounded
+    outwards; float64: one more step outwards, for the rounding of ``low``/``high`` themselves)."""
+    if np.dtype(dtype) == np.float32:
+        return round_down32(low), round_up32(high)
+    return np.nextafter(low, -np.inf), np.nextafter(high, np.inf)

@@ -46,10 +46,13 @@ image are compared exactly (see ``_count_before``). No Python loop over queries;
 to the per-query MATLAB logic.
 
 From features (:func:`rank_metrics_from_features`): the same counts without the query × gallery
-matrix. Distances come in ``chunk × gallery_chunk`` blocks of float32 products
+matrix. Distances come in ``chunk × gallery_chunk`` blocks of float64 (or float32) products
 (:mod:`jlml_lib.distances`) whose rounding error has a proven bound; the bands of the bucketing
 above are widened by that bound, so an image outside a good image's band ranks before or after it
-for certain, and only the images inside are recomputed in float64 and compared exactly. The
+for certain, and only the images inside are recomputed per pair in float64 and compared exactly.
+Float32 products are about twice as fast but their bound is wide enough to send tens to hundreds of
+images per query to that recomputation (gathering two feature rows per pair), which costs more
+than it saves on a CPU; with float64 products the band holds hardly any image but exact ties. The
 result is that of ``rank_metrics`` on float64 Euclidean distances, ties broken by gallery order.
 """
 
@@ -68,6 +71,8 @@ from jlml_lib.distances import pairwise_distances
 from jlml_lib.errors import ConfigError, DataError
 
 AP_MODES = ("official", "standard")
+#: the streamed path's products (the result is the same: only the share of pairs recomputed differs)
+PRECISIONS = {"float64": torch.float64, "float32": torch.float32}
 
 __all__ = ["AP_MODES", "RankMetrics", "rank_metrics", "rank_metrics_from_features", "pairwise_distances",
            "query_key"]
@@ -537,6 +542,7 @@ def rank_metrics_from_features(
     rerank: Mapping[str, Any] | bool | None = None,
     chunk: int = 256,
     gallery_chunk: int = 16384,
+    precision: str = "float64",
 ) -> RankMetrics:
     """``rank_metrics(pairwise_distances(q_feats, g_feats), ...)`` without the query × gallery matrix.
 
@@ -547,6 +553,9 @@ def rank_metrics_from_features(
     to 1e-9, except where two distances that decide an order differ by less than ~1e-12
     relative (float64 rounding, which differs between any two ways of computing them).
 
+    ``precision``: the products of the blocks, ``"float64"`` (default) or ``"float32"``; the result
+    is the same either way (module doc), only the time differs.
+
     ``rerank``: ``None``/``False`` (plain distances), ``True`` or a mapping of
     :func:`jlml_lib.reranking.k_reciprocal`'s options (``k1``, ``k2``, ``lambda_value``) to rank by
     the k-reciprocal re-ranked distance instead, i.e. the result of
@@ -554,6 +563,9 @@ def rank_metrics_from_features(
     ``chunk``), computed a block of queries at a time without any N × N or query × gallery matrix.
     """
     _check_options(ap, max_rank, chunk, "rank_metrics_from_features")
+    if precision not in PRECISIONS:
+        raise ConfigError(f"rank_metrics_from_features: precision must be one of {list(PRECISIONS)}, "
+                          f"got {precision!r}")
     if isinstance(gallery_chunk, bool) or not isinstance(gallery_chunk, (int, np.integer)) or gallery_chunk < 1:
         raise ConfigError(f"rank_metrics_from_features: gallery_chunk must be a positive integer, "
                           f"got {gallery_chunk!r}")
@@ -570,7 +582,7 @@ def rank_metrics_from_features(
             rows = np.arange(c0, min(c0 + step, len(qf)))
             ranker.rank(torch.from_numpy(rr.block(rows)), rows, out)
     else:
-        _stream(lay, qf, gf, out, chunk, gallery_chunk)
+        _stream(lay, qf, gf, out, chunk, gallery_chunk, precision)
     return out.finish(lay, ap, max_rank)
 
 
@@ -589,11 +601,14 @@ def _flat_view(buf: torch.Tensor, k: int, n: int) -> torch.Tensor:
     return buf.view(-1)[: k * n].view(k, n)  # contiguous, whatever the block's width
 
 
-def _stream(lay: _Layout, qf: np.ndarray, gf: np.ndarray, out: _PerQuery, chunk: int, gallery_chunk: int) -> None:
+def _stream(lay: _Layout, qf: np.ndarray, gf: np.ndarray, out: _PerQuery, chunk: int, gallery_chunk: int,
+            precision: str) -> None:
     """The streamed ranking (module doc): gallery blocks outside (each centred once), query chunks inside."""
     nq = len(qf)
-    sc = dist.Scaled.of(gf, qf)
-    xq, xn = sc.f32(qf)
+    dt = PRECISIONS[precision]
+    sc = dist.Scaled.of(gf, qf, dtype=dt)
+    npdt = np.dtype(np.float64 if dt == torch.float64 else np.float32)
+    xq, xn = sc.cast(qf)
     nx = xn * xn
     q64 = qf.astype(np.float64)  # the rows every exact pair reads
     qn, gn = dist.sq_norms(q64), dist.sq_norms(gf)
@@ -609,11 +624,11 @@ def _stream(lay: _Layout, qf: np.ndarray, gf: np.ndarray, out: _PerQuery, chunk:
     keep = lay.keep
     gb = max(min(gallery_chunk, len(keep)), 1)
     b = min(chunk, nq)
-    bufs = [torch.empty(b * gb, dtype=torch.float32) for _ in range(2)]
+    bufs = [torch.empty(b * gb, dtype=dt) for _ in range(2)]
     i_buf = torch.empty(b * gb, dtype=torch.int64)
-    acc, tmp = (torch.empty((b, dist._TILE), dtype=torch.float32) for _ in range(2))
+    acc, tmp = (torch.empty((b, dist._TILE), dtype=dt) for _ in range(2))
     g64_buf = np.empty((gb, gf.shape[1]))
-    y_buf = torch.empty(gb * gf.shape[1], dtype=torch.float32)
+    y_buf = torch.empty(gb * gf.shape[1], dtype=dt)
     contiguous = len(keep) == len(gf)  # no junk-pid images: blocks are slices, no gather
     with dist.ieee_float32():
         for g0 in range(0, len(keep), gb):
@@ -623,18 +638,18 @@ def _stream(lay: _Layout, qf: np.ndarray, gf: np.ndarray, out: _PerQuery, chunk:
             g64 = g64_buf[:n]
             g64[...] = gblk  # once per block: the band's exact pairs gather from it
             g64n = gn[cols]
-            yg, yn = sc.f32(gblk, y_buf)
-            y2 = torch.from_numpy((yn * yn).astype(np.float32))
+            yg, yn = sc.cast(gblk, y_buf)
+            y2 = torch.from_numpy((yn * yn).astype(npdt))
             ymax, rgmax = float(yn.max()), float(np.sqrt(g64n.max()))
             for ch in chunks:
                 k = len(ch.rows)
-                # A = fl32(|y|² - 2 x·y): one rounding after the products (the factor 2 is exact)
+                # A = fl(|y|² - 2 x·y): one rounding after the products (the factor 2 is exact)
                 a_blk = dist.products(xq[torch.from_numpy(ch.rows)], yg, _flat_view(bufs[0], k, n), acc, tmp)
                 torch.add(y2, a_blk, alpha=-2, out=a_blk)
                 tol = sc.tolerance(xn[ch.rows], ymax, rq[ch.rows], rgmax)[:, None]
                 tv = ch.s["tvalid"]
-                low, high = dist.round_down32(ch.anchor - tol), dist.round_up32(ch.anchor + tol)
-                a, c = _bucket_map(low, high, tv, np.dtype(np.float32))  # bands clear of the end buckets
+                low, high = dist.widen(ch.anchor - tol, ch.anchor + tol, npdt)
+                a, c = _bucket_map(low, high, tv, npdt)  # bands clear of the end buckets
                 lo, hi = _bucket_of(low, tv, a, c), _bucket_of(high, tv, a, c)
 
                 def exact(r: np.ndarray, col: np.ndarray, rows: np.ndarray = ch.rows) -> np.ndarray:

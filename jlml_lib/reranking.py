@@ -124,7 +124,7 @@ class _Reranker:
         x32 = torch.empty((n, d), dtype=torch.float32)
         xn = np.empty(n)
         for s in range(0, n, 4096):
-            y, xn[s : s + 4096] = sc.f32(x[s : s + 4096])
+            y, xn[s : s + 4096] = sc.cast(x[s : s + 4096])
             x32[s : s + 4096] = y
         nx = xn * xn
         y2 = torch.from_numpy(nx.astype(np.float32))

@@ -1,10 +1,12 @@
 """rank_metrics_from_features against the dense path it replaces, rank_metrics(pairwise_distances(...)),
 which tests/test_evaluation.py checks against the MATLAB logic: generated problems with exact ties
 (integer-valued features: every distance exact), junk, distractors, both AP modes (hypothesis);
-chunk sizes that divide nothing; the float32 error bound itself; memory; bad input."""
+chunk sizes that divide nothing; both product precisions (float64, the default, and float32: the
+result must not depend on it); the error bound itself; memory; bad input."""
 
 from __future__ import annotations
 
+import dataclasses
 import tracemalloc
 
 import numpy as np
@@ -33,7 +35,7 @@ def assert_equal_results(res, ref):
 
 def both(qf, gf, qp, gp, qc, gc, **kw):
     """(streamed, dense) results, or the errors they raise (which must be the same)."""
-    dense_kw = {k: v for k, v in kw.items() if k not in ("chunk", "gallery_chunk")}
+    dense_kw = {k: v for k, v in kw.items() if k not in ("chunk", "gallery_chunk", "precision")}
     try:
         ref = rank_metrics(pairwise_distances(qf, gf), qp, gp, qc, gc, **dense_kw)
     except DataError as e:
@@ -60,15 +62,17 @@ def problems(draw):
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(problems(), st.sampled_from(["official", "standard"]), st.integers(1, 5), st.integers(1, 9))
-def test_equals_dense_path_with_exact_ties(prob, ap, chunk, gallery_chunk):
-    res, ref = both(*prob, ap=ap, max_rank=12, chunk=chunk, gallery_chunk=gallery_chunk)
+@given(problems(), st.sampled_from(["official", "standard"]), st.integers(1, 5), st.integers(1, 9),
+       st.sampled_from(["float64", "float32"]))
+def test_equals_dense_path_with_exact_ties(prob, ap, chunk, gallery_chunk, precision):
+    res, ref = both(*prob, ap=ap, max_rank=12, chunk=chunk, gallery_chunk=gallery_chunk, precision=precision)
     if ref is not None:
         assert_equal_results(res, ref)
 
 
+@pytest.mark.parametrize("precision", ["float64", "float32"])
 @pytest.mark.parametrize("seed", range(4))
-def test_equals_dense_path_on_float_features(seed):
+def test_equals_dense_path_on_float_features(seed, precision):
     # a Market-1501-like composition (junk -1, distractors 0, several images per id and camera),
     # features with a common offset (like ReLU outputs) and clustered by identity, float32 and float64
     rng = np.random.default_rng(seed)
@@ -81,12 +85,13 @@ def test_equals_dense_path_on_float_features(seed):
     if seed % 2:
         qf, gf = torch.from_numpy(qf.astype(np.float32)), torch.from_numpy(gf.astype(np.float32))
     for ap in ("official", "standard"):
-        res, ref = both(qf, gf, qp, gp, qc, gc, ap=ap, chunk=10, gallery_chunk=97)
+        res, ref = both(qf, gf, qp, gp, qc, gc, ap=ap, chunk=10, gallery_chunk=97, precision=precision)
         assert_equal_results(res, ref)
         assert_equal_results(rank_metrics_from_features(qf, gf, qp, gp, qc, gc, ap=ap), ref)  # default blocks
 
 
-def test_every_decision_through_the_exact_path(monkeypatch):
+@pytest.mark.parametrize("precision", ["float64", "float32"])
+def test_every_decision_through_the_exact_path(monkeypatch, precision):
     # a bound a million times too wide sends nearly every image to the float64 comparison: the
     # bookkeeping of the bands (counts below a band, exact counts inside) must still add up
     rng = np.random.default_rng(7)
@@ -96,29 +101,37 @@ def test_every_decision_through_the_exact_path(monkeypatch):
     ref = rank_metrics(pairwise_distances(qf, gf), qp, gp, qc, gc)
     wide = dist.Scaled.tolerance
     monkeypatch.setattr(dist.Scaled, "tolerance", lambda self, *a: wide(self, *a) * 1e6)
-    assert_equal_results(rank_metrics_from_features(qf, gf, qp, gp, qc, gc, chunk=4, gallery_chunk=50), ref)
+    assert_equal_results(rank_metrics_from_features(qf, gf, qp, gp, qc, gc, chunk=4, gallery_chunk=50,
+                                                    precision=precision), ref)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("raw", [np.float32, np.float64])
 @pytest.mark.parametrize("offset, spread, dim",
                          [(0.0, 1.0, 1024), (100.0, 0.01, 512), (1e-3, 1e-6, 33), (-7e4, 3e2, 2048)])
-def test_float32_error_bound_holds(offset, spread, dim):
-    # |s2 · d²_float64 - (|x|² + A)| <= tolerance for every pair, A from the split float32 products
+def test_error_bound_holds(offset, spread, dim, raw, dtype):
+    # |s2 · d²_float64 - (|x|² + A)| <= tolerance for every pair, A from the split products in dtype
     rng = np.random.default_rng(int(dim))
-    q = (offset + spread * rng.standard_normal((40, dim))).astype(np.float32)
-    g = (offset + spread * rng.standard_normal((500, dim))).astype(np.float32)
+    q = (offset + spread * rng.standard_normal((40, dim))).astype(raw)
+    g = (offset + spread * rng.standard_normal((500, dim))).astype(raw)
     g[:5] = q[:5]  # identical pairs: distance 0
-    sc = dist.Scaled.of(g, q)
-    xq, xn = sc.f32(q)
-    yg, yn = sc.f32(g)
-    acc, tmp = torch.empty((40, dist._TILE)), torch.empty((40, dist._TILE))
-    a = dist.products(xq, yg, torch.empty((40, 500)), acc, tmp)
-    a = torch.add(torch.from_numpy((yn * yn).astype(np.float32)), a, alpha=-2).numpy().astype(np.float64)
+    sc = dist.Scaled.of(g, q, dtype=dtype)
+    xq, xn = sc.cast(q)
+    yg, yn = sc.cast(g)
+    assert xq.dtype == yg.dtype == dtype
+    acc, tmp = torch.empty((40, dist._TILE), dtype=dtype), torch.empty((40, dist._TILE), dtype=dtype)
+    a = dist.products(xq, yg, torch.empty((40, 500), dtype=dtype), acc, tmp)
+    y2 = torch.from_numpy((yn * yn).astype(np.float64)).to(dtype)
+    a = torch.add(y2, a, alpha=-2).numpy().astype(np.float64)
     qn, gn = dist.sq_norms(q), dist.sq_norms(g)
     exact = dist.sq_dists(q, g, np.repeat(np.arange(40), 500), np.tile(np.arange(500), 40), qn, gn).reshape(40, 500)
     err = np.abs(exact * sc.s2 - (xn[:, None] ** 2 + a))
     tol = sc.tolerance(xn[:, None], yn[None, :], np.sqrt(qn)[:, None], np.sqrt(gn)[None, :])
     assert np.all(err <= tol)
     assert np.all(tol < 1e-3 * (xn[:, None] + yn[None, :]) ** 2)  # and it is not vacuous
+    if dtype == torch.float64:  # never wider than float32's (what remains is sq_dists' own rounding)
+        f32 = dataclasses.replace(sc, dtype=torch.float32)
+        assert np.all(tol <= f32.tolerance(xn[:, None], yn[None, :], np.sqrt(qn)[:, None], np.sqrt(gn)[None, :]))
 
 
 def test_sq_dists_is_the_float64_distance_and_batch_independent():
@@ -181,6 +194,7 @@ def test_bad_input_is_named(q, g, labels, match):
         (dict(max_rank=0), "max_rank"),
         (dict(chunk=0), "chunk must be a positive integer"),
         (dict(gallery_chunk=2.5), "gallery_chunk must be a positive integer"),
+        (dict(precision="float16"), r"precision must be one of \[.float64., .float32.\]"),
         (dict(rerank={"k1": 0}), "k1 must be an integer >= 1"),
         (dict(rerank={"k2": -1}), "k2 must be an integer >= 1"),
         (dict(rerank={"lambda_value": 1.5}), r"lambda_value must be a number in \[0, 1\]"),
