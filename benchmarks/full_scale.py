@@ -57,6 +57,14 @@ GPU_TARGETS = (2_700, 5_000)  # images/s: Table 4's 1.6M images in 10 min; the i
 
 
 def peak_rss_gb() -> float:
+    """This process's peak resident memory. /proc's VmHWM starts afresh at exec; ``ru_maxrss`` does
+    not (a scaling child started by a 4 GB parent would report the parent's peak)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 2**20  # kB
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
 
 
