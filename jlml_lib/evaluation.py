@@ -50,9 +50,9 @@ matrix. Distances come in ``chunk × gallery_chunk`` blocks of float64 (or float
 (:mod:`jlml_lib.distances`) whose rounding error has a proven bound; the bands of the bucketing
 above are widened by that bound, so an image outside a good image's band ranks before or after it
 for certain, and only the images inside are recomputed per pair in float64 and compared exactly.
-Float32 products are about twice as fast but their bound is wide enough to send tens to hundreds of
-images per query to that recomputation (gathering two feature rows per pair), which costs more
-than it saves on a CPU; with float64 products the band holds hardly any image but exact ties. The
+Float32 products are about twice as fast as float64 ones, but their bound is wide enough to send
+tens (clustered features) to hundreds (noise) of images per query to that recomputation; with
+float64 products (``precision="float64"``) the band holds hardly any image but exact ties. The
 result is that of ``rank_metrics`` on float64 Euclidean distances, ties broken by gallery order.
 """
 
@@ -344,7 +344,7 @@ def rank_metrics_from_features(
     rerank: Mapping[str, Any] | bool | None = None,
     chunk: int = 256,
     gallery_chunk: int = 16384,
-    precision: str = "float64",
+    precision: str = "float32",
 ) -> RankMetrics:
     """``rank_metrics(pairwise_distances(q_feats, g_feats), ...)`` without the query × gallery matrix.
 
@@ -355,8 +355,9 @@ def rank_metrics_from_features(
     to 1e-9, except where two distances that decide an order differ by less than ~1e-12
     relative (float64 rounding, which differs between any two ways of computing them).
 
-    ``precision``: the products of the blocks, ``"float64"`` (default) or ``"float32"``; the result
-    is the same either way (module doc), only the time differs.
+    ``precision``: the products of the blocks, ``"float32"`` (default) or ``"float64"``; the result
+    is the same either way (module doc), only the time differs (benchmarks/NOTES.md: float32 is
+    faster on identity-clustered features, float64 on pure noise).
 
     ``rerank``: ``None``/``False`` (plain distances), ``True`` or a mapping of
     :func:`jlml_lib.reranking.k_reciprocal`'s options (``k1``, ``k2``, ``lambda_value``) to rank by

@@ -1,7 +1,7 @@
 """rank_metrics_from_features against the dense path it replaces, rank_metrics(pairwise_distances(...)),
 which tests/test_evaluation.py checks against the MATLAB logic: generated problems with exact ties
 (integer-valued features: every distance exact), junk, distractors, both AP modes (hypothesis);
-chunk sizes that divide nothing; both product precisions (float64, the default, and float32: the
+chunk sizes that divide nothing; both product precisions (float32, the default, and float64: the
 result must not depend on it); the error bound itself; memory; bad input."""
 
 from __future__ import annotations
