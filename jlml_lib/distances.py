@@ -8,9 +8,9 @@ Two ways to the same numbers:
   unchanged, centring shrinks the norms that bound the error, the power of two is exact), products
   are float32 (or float64) GEMMs split along the feature axis (:func:`products`), and
   :meth:`Scaled.tolerance` bounds the error of the result rigorously (worst case over any
-  summation order). A decision
-  that the bound cannot settle is made on :func:`sq_dists`, the float64 value of the pair, which
-  depends only on the pair (not on the batch), so that one pair always gets one value.
+  summation order). A decision that the bound cannot settle is made on :func:`sq_dists`, the
+  float64 value of the pair, which depends only on the pair (not on the batch), so that one pair
+  always gets one value.
 """
 
 from __future__ import annotations
@@ -183,7 +183,7 @@ class Scaled:
             mu = torch.from_numpy(self.mu).to(t.dtype)
             y = torch.sub(t, mu, out=out.view(-1)[: t.numel()].view(t.shape)).mul_(self.scale)
         else:
-            wide = t.to(torch.float64) if self.dtype == torch.float64 else t  # centred once, in dtype
+            wide = t.to(torch.promote_types(t.dtype, self.dtype))  # centred in the wider type, rounded once
             y = torch.sub(wide, torch.from_numpy(self.mu).to(wide.dtype)).mul_(self.scale).to(self.dtype)
         return y, np.sqrt(np.einsum("ij,ij->i", y.numpy(), y.numpy(), dtype=np.float64))
 

@@ -46,7 +46,7 @@ image are compared exactly (see ``count_before``). No Python loop over queries; 
 to the per-query MATLAB logic.
 
 From features (:func:`rank_metrics_from_features`): the same counts without the query × gallery
-matrix. Distances come in ``chunk × gallery_chunk`` blocks of float64 (or float32) products
+matrix. Distances come in ``chunk × gallery_chunk`` blocks of float32 (or float64) products
 (:mod:`jlml_lib.distances`) whose rounding error has a proven bound; the bands of the bucketing
 above are widened by that bound, so an image outside a good image's band ranks before or after it
 for certain, and only the images inside are recomputed per pair in float64 and compared exactly.

@@ -244,7 +244,7 @@ def stream(lay: Layout, qf: np.ndarray, gf: np.ndarray, out: _PerQuery, chunk: i
     nq = len(qf)
     dt = PRECISIONS[precision]
     sc = dist.Scaled.of(gf, qf, dtype=dt)
-    npdt = np.dtype(np.float64 if dt == torch.float64 else np.float32)
+    npdt = np.dtype(precision)  # the same type on the numpy side
     xq, xn = sc.cast(qf)
     nx = xn * xn
     q64 = qf.astype(np.float64)  # the rows every exact pair reads

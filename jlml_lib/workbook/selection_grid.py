@@ -63,8 +63,9 @@ def cells(layers: Sequence[str], lambdas: Sequence[tuple[float, float]]) -> list
 
 def run_one(cell: Cell, seed: int, out: Path, *, iterations: int | None, evaluate: bool,
             trace_every: int = 0, extra: Sequence[str] = ()) -> dict[str, Any]:
-    """Train (or reuse) one run under ``out`` and return its row: the cell, the seed, the
-    statistics, and Rank-1/mAP when evaluated. ``extra``: more ``key=value`` settings."""
+    """Train (or reuse) one run under ``out`` and return its row: the cell (its λ, also when an
+    SFL-off run trained under another λ is reused), the seed, the statistics, and Rank-1/mAP when
+    evaluated. ``extra``: more ``key=value`` settings."""
     run_dir = RunDir(Path(out) / f"{cell.name}-s{seed}")
     record = run_dir.path / RECORD
     if record.exists():
@@ -108,7 +109,7 @@ def grid(out: str | Path, *, layers: Sequence[str], lambdas: Sequence[tuple[floa
         for seed in seeds:
             row = run_one(cell, seed, Path(out), iterations=iterations, evaluate=evaluate,
                           trace_every=trace_every, extra=extra)
-            rows.append({**row, "lambda_global": cell.lambda_global, "lambda_local": cell.lambda_local})
+            rows.append(row)
             if log:
                 log(f"{cell.name} seed {seed}: " + ", ".join(f"{k}={row[k]:.4f}" for k in SHOWN[:3]))
     return rows
