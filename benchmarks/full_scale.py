@@ -99,7 +99,7 @@ def loading_alone(cfg, items: list, iterations: int) -> float:
 
 
 def features(model, items, cfg, stage: dict, name: str):
-    loader = build_loader(items, image_size=cfg.image_size, train=False, batch_size=cfg.eval_batch_size,
+    loader = build_loader(items, image_size=cfg.image_size, train=False, batch_size=cfg.eval_batch("cpu"),
                           workers=cfg.workers)
     out, secs = timed(extract_features, model, loader, "cpu")
     stage[f"extract {name}"] = {"s": secs, "images": len(items), "img/s": len(items) / secs}

@@ -314,7 +314,7 @@ def run_features(run_dir: str | os.PathLike, ds: Any, device: str = "cpu") -> Ru
     gdim = int(model.global_fc_weight.shape[0])
 
     def feats(items: Sequence[tuple[str, int, int]]) -> tuple[dict[str, torch.Tensor], np.ndarray, np.ndarray]:
-        loader = build_loader(items, image_size=cfg.image_size, train=False, batch_size=cfg.eval_batch_size)
+        loader = build_loader(items, image_size=cfg.image_size, train=False, batch_size=cfg.eval_batch(device))
         joint, pids, cams = extract_features(model, loader, device, kind="joint", flip=cfg.eval_flip)
         kinds = split_joint(joint, gdim)
         if cfg.eval_normalize:

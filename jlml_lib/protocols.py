@@ -278,7 +278,7 @@ def evaluate(
     *,
     image_size: tuple[int, int],
     device: Any = "cpu",
-    batch_size: int = 64,
+    batch_size: int | None = None,
     kind: str = "joint",
     ap: str = "official",
     seed: int = 0,
@@ -308,12 +308,13 @@ def evaluate(
 
 
 def feature_sets(model: torch.nn.Module, dataset: Any, *, image_size: tuple[int, int], device: Any = "cpu",
-                 batch_size: int = 64, kind: str = "joint", flip: bool = False,
+                 batch_size: int | None = None, kind: str = "joint", flip: bool = False,
                  workers: int = 0) -> dict[str, FeatureSet | None]:
     """The ``(features, pids, camids)`` of the query, gallery and (Market-1501) ``gt_bbox`` images:
-    extract once, then :func:`evaluate_features` as often as needed (e.g. plain and re-ranked)."""
+    extract once, then :func:`evaluate_features` as often as needed (e.g. plain and re-ranked).
+    ``batch_size=None``: the device's :data:`jlml_lib.features.EVAL_BATCH`."""
     from jlml_lib.data import build_loader  # lazy: the data package pulls in PIL/h5py
-    from jlml_lib.features import extract_features
+    from jlml_lib.features import default_batch, extract_features
 
     protocol = getattr(dataset, "protocol", None)
     if protocol not in PROTOCOLS:
@@ -325,7 +326,8 @@ def feature_sets(model: torch.nn.Module, dataset: Any, *, image_size: tuple[int,
     def feats(items: Sequence[tuple[str, int, int]], part: str) -> FeatureSet:
         if len(items) == 0:
             raise DataError(f"evaluate: the {part} list of {dataset.name!r} split {dataset.split} is empty")
-        loader = build_loader(items, image_size=image_size, train=False, batch_size=batch_size, workers=workers)
+        loader = build_loader(items, image_size=image_size, train=False,
+                              batch_size=batch_size or default_batch(device), workers=workers)
         return extract_features(model, loader, device, kind=kind, flip=flip)
 
     bbox = dataset.extras.get("gt_bbox") if protocol == "market1501" else None

@@ -82,10 +82,20 @@ def test_bad_values_are_config_errors(pair, fragment):
 
 
 @pytest.mark.parametrize("pair", ["head=tri", "amp=fp8", "iterations=0", "eval_features=joint,colour",
-                                  "batch_size=-1", "profile=fast"])
+                                  "batch_size=-1", "profile=fast", "eval_batch_size=-1"])
 def test_invalid_settings_refused(pair):
     with pytest.raises(ConfigError):
         make_config("smoke", [pair])
+
+
+def test_eval_batch_auto_by_device_or_as_given():
+    from jlml_lib.features import EVAL_BATCH
+
+    auto = make_config("paper")
+    assert auto.eval_batch_size == 0
+    assert auto.eval_batch("cpu") == EVAL_BATCH["cpu"] and auto.eval_batch("cuda") == EVAL_BATCH["cuda"]
+    assert make_config("paper", ["eval_batch_size=40"]).eval_batch("cpu") == 40
+    assert make_config("smoke").eval_batch("cpu") == 64  # the smoke profile's small images: as before
 
 
 def test_unknown_profile():

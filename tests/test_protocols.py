@@ -19,6 +19,7 @@ from jlml_lib.data import ReidDataset, build_loader
 from jlml_lib.errors import ConfigError, DataError
 from jlml_lib.evaluation import pairwise_distances, rank_metrics
 from jlml_lib.features import extract_features
+from jlml_lib.model import jlml_resnet39
 from jlml_lib.reranking import k_reciprocal
 
 
@@ -290,6 +291,23 @@ def test_evaluate_rejects_unknown_protocol(tmp_path):
     ds = _dataset(tmp_path, "imagenet", with_bbox=False)
     with pytest.raises(ConfigError, match="protocol 'imagenet'"):
         protocols.evaluate(MeanColour(), ds, image_size=(16, 8))
+
+
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_extract_features_runs_channels_last_and_leaves_the_model_as_it_was(layout):
+    torch.manual_seed(0)
+    model = jlml_resnet39(5).to(memory_format=layout).train()
+    x = torch.randn(6, 3, 32, 16)
+    with torch.no_grad():
+        expected = model.eval().features(x.contiguous(), "joint")  # the NCHW reference
+    model.train()
+    batch = [(x[:4], torch.arange(4), torch.zeros(4)), (x[4:], torch.arange(2), torch.zeros(2))]
+    f, _, _ = extract_features(model, batch, "cpu")
+    torch.testing.assert_close(f, expected, rtol=1e-4, atol=1e-4)
+    assert model.training
+    conv = model.conv1[0].weight
+    assert conv.is_contiguous(memory_format=layout) and (
+        layout == torch.channels_last or conv.is_contiguous())
 
 
 def test_extract_features_order_flip_and_errors(tmp_path):

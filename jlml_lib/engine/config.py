@@ -34,7 +34,10 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
+import torch
+
 from jlml_lib.errors import ConfigError
+from jlml_lib.features import default_batch
 from jlml_lib.losses import LAMBDA
 from jlml_lib.model import ARCH_KEYS, FEATURE_KINDS, FEATURE_LAYERS, HEADS, JLML, jlml_resnet39
 
@@ -57,6 +60,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "study": STUDIES,
 }
 EVAL_FEATURES = FEATURE_KINDS
+
 
 
 @dataclass
@@ -124,7 +128,7 @@ class TrainConfig:
     eval_normalize: bool = False
     eval_flip: bool = False
     eval_rerank: bool = False             # also k-reciprocal re-ranked results (Zhong et al. 2017), own records
-    eval_batch_size: int = 128
+    eval_batch_size: int = 0              # 0 = auto: features.EVAL_BATCH per device type
     ap: str = "official"
     study: str = "none"                   # STUDIES: a study's run is its own record variant (no table cell)
 
@@ -135,6 +139,11 @@ class TrainConfig:
 
     def feature_kinds(self) -> list[str]:
         return [k.strip() for k in self.eval_features.split(",") if k.strip()]
+
+    def eval_batch(self, device: torch.device | str) -> int:
+        """Images per evaluation batch: ``eval_batch_size``, or (0) the device's
+        :func:`jlml_lib.features.default_batch`."""
+        return self.eval_batch_size or default_batch(device)
 
     def variant(self, feature: str | None = None) -> dict[str, Any]:
         """The record's ablation tag (``jlml_lib.results.records``)."""
@@ -160,10 +169,12 @@ class TrainConfig:
             if getattr(self, key) not in allowed:
                 raise ConfigError(f"{key}={getattr(self, key)!r}: expected one of {list(allowed)}.")
         positive = ("iterations", "lr_step", "batch_size", "image_height", "image_width",
-                    "log_every", "ckpt_every", "eval_batch_size", "m")
+                    "log_every", "ckpt_every", "m")
         for key in positive:
             if getattr(self, key) < 1:
                 raise ConfigError(f"{key}={getattr(self, key)!r}: must be a positive integer.")
+        if self.eval_batch_size < 0:
+            raise ConfigError(f"eval_batch_size={self.eval_batch_size}: must be >= 0 (0 = auto: jlml_lib.features.EVAL_BATCH).")
         if self.threads < 0:
             raise ConfigError(f"threads={self.threads}: must be >= 0 (0 = one share of the cores per process).")
         if self.workers < 0 or self.lr <= 0 or self.weight_decay < 0:

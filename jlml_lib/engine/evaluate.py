@@ -81,7 +81,7 @@ def evaluate_run(cfg: TrainConfig, model: nn.Module, ds, device: torch.device) -
     results = {}
     for kind in cfg.feature_kinds():
         sets = protocols.feature_sets(net, ds, image_size=cfg.image_size, device=device,
-                                      batch_size=cfg.eval_batch_size, kind=kind, flip=cfg.eval_flip,
+                                      batch_size=cfg.eval_batch(device), kind=kind, flip=cfg.eval_flip,
                                       workers=cfg.workers)
         for rerank in (False, True) if cfg.eval_rerank else (False,):
             out = protocols.evaluate_features(ds.protocol, sets["query"], sets["gallery"], ap=cfg.ap,
@@ -110,7 +110,7 @@ def classification_accuracy(cfg: TrainConfig, model: nn.Module, items, device: t
     hits: dict[str, int] = {}
     total = 0
     for x, y, _ in build_loader(items, image_size=cfg.image_size, train=False,
-                                batch_size=cfg.eval_batch_size, workers=cfg.workers):
+                                batch_size=cfg.eval_batch(device), workers=cfg.workers):
         out = model(x.to(device))
         y = y.to(device)
         for k, logits in (("global", out.global_logits), ("local", out.local_logits), ("joint", out.joint_logits)):

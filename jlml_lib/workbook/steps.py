@@ -170,7 +170,7 @@ def ranked_lists(run_dir: str | os.PathLike, ds: ReidDataset, *, n_queries: int 
     queries = [ds.query[i] for i in q_idx]
 
     def feats(items):
-        loader = build_loader(items, image_size=cfg.image_size, train=False, batch_size=cfg.eval_batch_size)
+        loader = build_loader(items, image_size=cfg.image_size, train=False, batch_size=cfg.eval_batch(device))
         return extract_features(model, loader, torch.device(device))[0]
 
     dist = np.asarray(pairwise_distances(feats(queries), feats(ds.gallery)))
