@@ -11,7 +11,7 @@ import sys
 
 # Threads that wait for work sleep instead of spinning (GNU OpenMP, read when torch loads it, so
 # before the engine's import): two CPU runs sharing the cores otherwise slow each other ~10x, not
-# 2x (benchmarks/NOTES.md, "CPU runs that share the machine"). An explicit OMP_WAIT_POLICY in the environment wins.
+# 2x (benchmarks/NOTES.md, "CPU runs that share the machine"). An explicit OMP_WAIT_POLICY wins.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from jlml_lib.engine.cli import build_parser, main  # noqa: E402  (after the wait policy)
