@@ -49,13 +49,13 @@ import importlib.util
 import json
 import os
 import platform
-import resource
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+from peak_memory import peak_rss_bytes  # benchmarks/, the script's own folder
 
 HERE = Path(__file__).resolve().parent
 REAL = HERE.parent / ".." / "shared" / "realdata" / "market1501"
@@ -148,10 +148,6 @@ def _centres(pids):
 
 
 # --------------------------------------------------------------------------- measurement helpers
-def peak_bytes() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: kilobytes
-
-
 def timed(fn, *a, **kw):
     t0 = time.perf_counter()
     out = fn(*a, **kw)
@@ -183,7 +179,7 @@ def run_case(case: str, quick: bool, ref_queries: int, repeat: int) -> dict:
 
     p = problem(case, quick)
     qf, gf, qp, qc, gp, gc = (p[k] for k in ("qf", "gf", "qp", "qc", "gp", "gc"))
-    base = peak_bytes()
+    base = peak_rss_bytes()
     nq, ng = len(qp), len(gp)
     out = {"case": case, "problem": p["what"], "features_bytes": qf.nbytes + gf.nbytes, "baseline_peak_bytes": base,
            "peers_dense_eval_bytes": 16 * nq * ng, "ours_dense_matrix_bytes": 8 * nq * ng}
@@ -212,11 +208,11 @@ def run_case(case: str, quick: bool, ref_queries: int, repeat: int) -> dict:
         precision = "float64" if case.endswith("-float64") else "float32"  # float32: the library's default
         out["precision"] = precision
         m, t = timed(rank_metrics_from_features, qf, gf, qp, gp, qc, gc, precision=precision)
-        out.update(seconds=t, peak_extra_bytes=peak_bytes() - base, **summary(m))
+        out.update(seconds=t, peak_extra_bytes=peak_rss_bytes() - base, **summary(m))
         if nq * ng <= 1e8:  # the dense result to compare with (Market-sized and below), after the peak
             ref = rank_metrics(pairwise_distances(qf, gf), qp, gp, qc, gc)
             out["identical_to_dense"] = identical(m, ref)
-    out.setdefault("peak_extra_bytes", peak_bytes() - base)
+    out.setdefault("peak_extra_bytes", peak_rss_bytes() - base)
     return out
 
 

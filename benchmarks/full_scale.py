@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
@@ -49,6 +48,7 @@ from jlml_lib.engine.sampler import build_train_loader  # noqa: E402
 from jlml_lib.evaluation import pairwise_distances, rank_metrics  # noqa: E402
 from jlml_lib.features import extract_features  # noqa: E402
 from jlml_lib.paths import RunDir  # noqa: E402
+from peak_memory import peak_rss_bytes  # noqa: E402  (benchmarks/, the script's own folder)
 
 DATASETS = ("market1501", "cuhk03", "viper", "grid", "cuhk03+market1501")
 OPTIONS = {"cuhk03": {"images": "labeled", "protocol": "classic"}}
@@ -57,15 +57,7 @@ GPU_TARGETS = (2_700, 5_000)  # images/s: Table 4's 1.6M images in 10 min; the i
 
 
 def peak_rss_gb() -> float:
-    """This process's peak resident memory. /proc's VmHWM starts afresh at exec; ``ru_maxrss`` does
-    not (a scaling child started by a 4 GB parent would report the parent's peak)."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 2**20  # kB
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
+    return peak_rss_bytes() / 2**30
 
 
 def timed(fn, *args, **kwargs):
