@@ -28,7 +28,8 @@ Cases (``--cases``, default all but the slow authors' re-ranking unless asked fo
     (``rank_metrics_from_features(..., rerank=True)``).
 ``rerank-market-authors``
     The authors' dense re-ranking (torchreid 0.2.5, as written out in tests/test_reranking.py) on
-    the same features, then ``rank_metrics``: minutes and ~15 GB; only when named in ``--cases``.
+    the same features, then ``rank_metrics``: more than 22 GB (killed out of memory after 2 minutes
+    on a 24 GB machine, NOTES); only when named in ``--cases``.
 
 Features are **random** (``numpy`` normal, float32, labelled so in the output): pure noise puts the
 good images anywhere in the ranking (the worst case for the band of the streamed path).
