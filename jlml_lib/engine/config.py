@@ -62,7 +62,6 @@ CHOICES: dict[str, tuple[str, ...]] = {
 EVAL_FEATURES = FEATURE_KINDS
 
 
-
 @dataclass
 class TrainConfig:
     """One training run. Defaults are the ``paper`` profile (Table 4, "Train")."""
@@ -174,7 +173,8 @@ class TrainConfig:
             if getattr(self, key) < 1:
                 raise ConfigError(f"{key}={getattr(self, key)!r}: must be a positive integer.")
         if self.eval_batch_size < 0:
-            raise ConfigError(f"eval_batch_size={self.eval_batch_size}: must be >= 0 (0 = auto: jlml_lib.features.EVAL_BATCH).")
+            raise ConfigError(f"eval_batch_size={self.eval_batch_size}: must be >= 0 "
+                              "(0 = auto: jlml_lib.features.EVAL_BATCH).")
         if self.threads < 0:
             raise ConfigError(f"threads={self.threads}: must be >= 0 (0 = one share of the cores per process).")
         if self.workers < 0 or self.lr <= 0 or self.weight_decay < 0:
