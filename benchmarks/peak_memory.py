@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import resource
+import sys
 from pathlib import Path
 
 
@@ -14,4 +15,5 @@ def peak_rss_bytes() -> int:
                 return int(line.split()[1]) * 1024  # kB
     except OSError:
         pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux (no /proc: macOS gives bytes)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024  # bytes on macOS, KiB elsewhere

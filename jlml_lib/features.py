@@ -12,7 +12,7 @@ from jlml_lib.model import FEATURE_KINDS
 
 KINDS = FEATURE_KINDS  # re-exported: the model owns the list
 
-__all__ = ["KINDS", "EVAL_BATCH", "default_batch", "extract_features"]
+__all__ = ["KINDS", "EVAL_BATCH", "eval_batch", "extract_features"]
 
 #: images per evaluation batch by device type. The CPU's is measured: oneDNN embeds 224×224
 #: images about twice as fast in batches of 16 as of 128, whose activations leave the cache
@@ -21,9 +21,10 @@ __all__ = ["KINDS", "EVAL_BATCH", "default_batch", "extract_features"]
 EVAL_BATCH: dict[str, int] = {"cpu": 16, "cuda": 128}
 
 
-def default_batch(device: Any) -> int:
-    """:data:`EVAL_BATCH` for ``device``'s type (the CPU's for any other type)."""
-    return EVAL_BATCH.get(torch.device(device).type, EVAL_BATCH["cpu"])
+def eval_batch(requested: int | None, device: Any) -> int:
+    """Images per evaluation batch: ``requested``, or (``0``/``None``) :data:`EVAL_BATCH` for
+    ``device``'s type (the CPU's for any other type)."""
+    return requested or EVAL_BATCH.get(torch.device(device).type, EVAL_BATCH["cpu"])
 
 
 def _convs_nchw(model: torch.nn.Module) -> bool:

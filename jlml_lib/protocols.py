@@ -314,7 +314,7 @@ def feature_sets(model: torch.nn.Module, dataset: Any, *, image_size: tuple[int,
     extract once, then :func:`evaluate_features` as often as needed (e.g. plain and re-ranked).
     ``batch_size=None``: the device's :data:`jlml_lib.features.EVAL_BATCH`."""
     from jlml_lib.data import build_loader  # lazy: the data package pulls in PIL/h5py
-    from jlml_lib.features import default_batch, extract_features
+    from jlml_lib.features import eval_batch, extract_features
 
     protocol = getattr(dataset, "protocol", None)
     if protocol not in PROTOCOLS:
@@ -327,7 +327,7 @@ def feature_sets(model: torch.nn.Module, dataset: Any, *, image_size: tuple[int,
         if len(items) == 0:
             raise DataError(f"evaluate: the {part} list of {dataset.name!r} split {dataset.split} is empty")
         loader = build_loader(items, image_size=image_size, train=False,
-                              batch_size=batch_size or default_batch(device), workers=workers)
+                              batch_size=eval_batch(batch_size, device), workers=workers)
         return extract_features(model, loader, device, kind=kind, flip=flip)
 
     bbox = dataset.extras.get("gt_bbox") if protocol == "market1501" else None

@@ -37,7 +37,7 @@ from typing import Any, Mapping, Sequence
 import torch
 
 from jlml_lib.errors import ConfigError
-from jlml_lib.features import default_batch
+from jlml_lib.features import eval_batch
 from jlml_lib.losses import LAMBDA
 from jlml_lib.model import ARCH_KEYS, FEATURE_KINDS, FEATURE_LAYERS, HEADS, JLML, jlml_resnet39
 
@@ -141,8 +141,8 @@ class TrainConfig:
 
     def eval_batch(self, device: torch.device | str) -> int:
         """Images per evaluation batch: ``eval_batch_size``, or (0) the device's
-        :func:`jlml_lib.features.default_batch`."""
-        return self.eval_batch_size or default_batch(device)
+        :data:`jlml_lib.features.EVAL_BATCH` (:func:`jlml_lib.features.eval_batch`)."""
+        return eval_batch(self.eval_batch_size, device)
 
     def variant(self, feature: str | None = None) -> dict[str, Any]:
         """The record's ablation tag (``jlml_lib.results.records``)."""
