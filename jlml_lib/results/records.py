@@ -49,6 +49,10 @@ Optional, added when given (older records lack them and are read as before)::
                      aggregate) or "t-over-seeds" (a seed aggregate); ``jlml_lib.results.intervals``
     t_summary        aggregates only: {"over": "splits" | "seeds", "level", "sections": {section:
                      {metric: {"mean", "std", "n", "interval"}}}}: sample std and t-interval of the mean
+    start            where the run's model started (issue 19, :mod:`jlml_lib.provenance`): {"kind":
+                     "scratch"}, or {"kind": "checkpoint", "path", "sha256", "dataset", "source",
+                     "profile", "iteration", "start": <that checkpoint's own start>}; a record without
+                     it reads as {"kind": "unknown"} (``provenance.record_start``)
 
 Beside every evaluation's metrics.json (issue 12), ``queries.npz`` keeps what each query scored
 (``jlml_lib.results.queries``); a split or seed aggregate has none (its splits' and seeds' do).
@@ -94,6 +98,7 @@ from jlml_lib.errors import DataError
 from jlml_lib.io import write_json
 from jlml_lib.model import FEATURE_KINDS, FEATURE_LAYERS, HEADS
 from jlml_lib.paths import METRICS, REPO_ROOT
+from jlml_lib.provenance import check_start
 
 SCHEMA_VERSION = 1
 KINDS = ("evaluation", "dataset_stats", "complexity")
@@ -233,6 +238,8 @@ def _check_record(rec: Mapping[str, Any], where: str) -> None:
             raise DataError(f"{where}: metric {key} = {value!r}; accuracies are stored as fractions "
                             "in [0, 1] (the tables convert to %). Divide percentages by 100.")
     _check_uncertainty(rec, where)
+    if "start" in rec:
+        check_start(rec["start"], where)
     if rec["kind"] == "dataset_stats":
         absent = [k for k in STATS_KEYS if k not in rec["metrics"]]
         if absent:
@@ -277,13 +284,14 @@ def write_metrics(out_dir: str | os.PathLike, *, metrics: dict, config: dict, da
                   source: str, profile: str, protocol: str, wall_time_s: float, device: str,
                   extra: dict | None = None, variant: dict | None = None,
                   kind: str = "evaluation", selection: dict | None = None,
-                  uncertainty: Mapping[str, Any] | None = None) -> Path:
+                  uncertainty: Mapping[str, Any] | None = None, start: Mapping[str, Any] | None = None) -> Path:
     """Write ``out_dir/metrics.json`` atomically, with provenance; returns its path.
 
     ``selection`` (optional, since issue 11): the group-sparsity statistics of the trained
     model's feature layers (:func:`jlml_lib.selection.summary`), stored beside the metrics.
     ``uncertainty`` (optional, since issue 12): some of :data:`UNCERTAINTY_KEYS`, stored as
-    top-level fields (:mod:`jlml_lib.results.intervals` computes them)."""
+    top-level fields (:mod:`jlml_lib.results.intervals` computes them).
+    ``start`` (optional, since issue 19): where the run's model started (:func:`jlml_lib.provenance.start_of`)."""
     path = Path(out_dir) / METRICS
     now = _dt.datetime.now(_dt.timezone.utc)
     record = {
@@ -307,6 +315,8 @@ def write_metrics(out_dir: str | os.PathLike, *, metrics: dict, config: dict, da
     }
     if selection is not None:
         record["selection"] = dict(selection)
+    if start is not None:
+        record["start"] = dict(start)
     unknown = set(uncertainty or {}) - set(UNCERTAINTY_KEYS)
     if unknown:
         raise DataError(f"{path} (not written): unknown uncertainty field(s) {sorted(unknown)}; "

@@ -22,6 +22,13 @@ full model's cell of the same column with its paired interval (both runs' ``quer
 same identities resampled for both). For real data the Δ cell says whether the paper's number lies
 inside our interval. Records written before intervals existed fill their cells without one.
 
+Starting point (issue 19, :mod:`jlml_lib.provenance`): the source says where the run's model started
+("from ImageNet (real, pretrain)", "from scratch"; "start unknown" for a record written before starts
+were recorded). A real result that is not the paper's experiment -- a profile other than Table 4's,
+or a model that did not start as §3 says (ImageNet → CUHK03/Market-1501; ImageNet → CUHK03+Market-1501
+→ VIPeR/GRID), or whose start is not recorded -- says why in its source and ``recipe`` column and
+never gets the inside/outside mark; its Δ reads "(not the paper's recipe)" when the start is known.
+
 The command line ``jlml tables`` is :mod:`jlml_lib.results.cli`.
 """
 from __future__ import annotations
@@ -38,6 +45,7 @@ import pandas as pd
 from jlml_lib.errors import DataError
 from jlml_lib.io import write_text
 from jlml_lib.paths import METRICS
+from jlml_lib.provenance import NOT_RECIPE, record_start, recipe_gap, start_label
 from jlml_lib.results import intervals as ci
 from jlml_lib.results.paper import load_paper_table, paper_jlml
 from jlml_lib.results.records import DEFAULT_VARIANT, SOURCES, STATS_KEYS, flatten_metrics, read_metrics
@@ -64,6 +72,8 @@ MARKET_KEYS = {"SQ_R1": "single_query.rank1", "SQ_mAP": "single_query.mAP",
 ABLATION_TABLES = (9, 10, 11, 12)
 #: the Δ cell's mark for real data: does the paper's number lie inside our interval?
 INSIDE, OUTSIDE = "inside", "outside"
+#: the ``recipe`` column of a real result that started as Table 4 and §3 say (else the reason it did not)
+RECIPE_OK = "paper's recipe"
 
 Record = dict[str, Any]
 
@@ -227,9 +237,23 @@ def _pair_with_full_model(cells: list[Cell]) -> None:
 
 
 # ---------------------------------------------------------------- formatting
+def recipe(rec: Record | None) -> str:
+    """The ``recipe`` column: "" (synthetic data, or no recipe to follow), :data:`RECIPE_OK`, or why a
+    real result is not the paper's experiment (:func:`jlml_lib.provenance.recipe_gap`)."""
+    if rec is None or rec["kind"] != "evaluation" or rec["source"] != "real":
+        return ""
+    return recipe_gap(rec) or RECIPE_OK
+
+
 def source_label(rec: Record, n_runs: int = 1, newest: bool = True) -> str:
-    """E.g. "synthetic · run 20250101T000000Z-1a2b3c4d · profile smoke · cpu (newest of 3)"."""
+    """E.g. "synthetic · run 20250101T000000Z-1a2b3c4d · profile smoke · cpu · from scratch (newest of 3)",
+    "real · run ... · profile paper · cuda · from ImageNet (real, pretrain)"; a real result off the
+    paper's recipe adds why (":data:`jlml_lib.provenance.NOT_RECIPE`: no ImageNet start")."""
     label = f"{rec['source']} · run {rec['run_id']} · profile {rec.get('profile') or '-'} · {rec['device']}"
+    if rec["kind"] == "evaluation":  # a trained model's result: where it started, and if that is the recipe
+        label += f" · {start_label(record_start(rec))}"
+        if recipe(rec) not in ("", RECIPE_OK):
+            label += f" · {recipe(rec)}"
     if _splits(rec) > 1:
         label += f" · mean of {_splits(rec)} splits"
     if n_runs > 1:
@@ -259,8 +283,11 @@ def _fmt(value: float | None, unit: str, signed: bool = False) -> str:
 
 def paper_mark(c: Cell) -> str:
     """:data:`INSIDE` / :data:`OUTSIDE`: whether the paper's number lies inside our interval -- for
-    real data with an interval only ("" otherwise: a synthetic run is not compared with the paper)."""
+    real data with an interval only ("" otherwise: a synthetic run is not compared with the paper),
+    and only for the paper's recipe: a result from another start is not the paper's experiment."""
     if c.record is None or c.record["source"] != "real" or c.interval is None or math.isnan(c.paper):
+        return ""
+    if c.kind == "evaluation" and recipe(c.record) != RECIPE_OK:
         return ""
     return INSIDE if c.interval.low <= c.paper <= c.interval.high else OUTSIDE
 
@@ -286,6 +313,7 @@ def cells_frame(cells: list[Cell]) -> pd.DataFrame:
                                    newest=_created(c.record) == max(map(_created, c.candidates)))
             if c.record else "no run",
             "data": c.record["source"] if c.record else "",
+            "recipe": recipe(c.record),
             "run_id": c.record["run_id"] if c.record else "", "n_runs": c.n_runs,
             "metric_key": c.metric,
         })
@@ -328,18 +356,27 @@ def render_markdown(n: int, frame: pd.DataFrame) -> str:
              "paper = the paper's value (results/paper); ours = this code's value; Δ = ours − paper, "
              "given for real data only. "
              "A source marked **synthetic** comes from procedurally generated data: it checks the "
-             "code path and is not a reproduction of the paper.", "",
+             "code path and is not a reproduction of the paper. The source also says where the run's model "
+             "started; a real result whose profile or start is not the paper's (Table 4; §3: ImageNet → "
+             "CUHK03/Market-1501, ImageNet → CUHK03+Market-1501 → VIPeR/GRID) is marked "
+             f"**{NOT_RECIPE}** (or not verified, when its start was not recorded) and is not a reproduction "
+             "of the paper's number either.", "",
              "| row | column | paper | ours | Δ |" + (" ours − full JLML |" if paired else "") + " source |",
              "|---|---|---:|---:|---:|" + ("---:|" if paired else "") + "---|"]
     for _, r in frame.iterrows():
         ours = "no run" if pd.isna(r["ours"]) else _with_interval(r["ours"], r.get("low"), r.get("high"), r["unit"])
         delta = "" if pd.isna(r["delta"]) else _fmt(r["delta"], r["unit"], signed=True)
+        flag = str(r.get("recipe") or "")
         if delta and r.get("paper_in_interval"):
             delta += f" ({r['paper_in_interval']})"
+        elif delta and flag.startswith(NOT_RECIPE):
+            delta += f" ({NOT_RECIPE})"
         vs = ""
         if paired and not pd.isna(r.get("vs_full")):
             vs = _with_interval(r["vs_full"], r["vs_full_low"], r["vs_full_high"], r["unit"], signed=True)
         source = "" if r["source"] == "no run" else r["source"]
+        if flag and flag != RECIPE_OK:
+            source = source.replace(flag, f"**{flag}**")
         unit = {"%": " (%)", "million": " (M)"}.get(r["unit"], "")
         lines.append(f"| {r['row']} | {r['column']}{unit} | {_fmt(r['paper'], r['unit'])} | {ours} "
                      f"| {delta} |" + (f" {vs} |" if paired else "") + f" {source} |")
@@ -372,8 +409,8 @@ def _index(records: list[Record], bad: list[tuple[Path, str]], used: dict[str, l
            runs_root: Path) -> str:
     lines = ["# Runs found by `jlml tables`", "", f"Scanned `{runs_root}`: {len(records)} record(s), "
              f"{len(bad)} unreadable.", "",
-             "| run_id | kind | dataset | protocol | variant | data | profile | device | commit | fills | path |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| run_id | kind | dataset | protocol | variant | data | profile | device | start | commit | fills | path |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for rec in sorted(records, key=_created):
         var = ", ".join(f"{k}={v}" for k, v in rec["variant"].items() if DEFAULT_VARIANT[k] != v) or "default"
         fills = ", ".join(used.get(rec["run_id"], [])) or "nothing (no table cell matches, or superseded)"
@@ -382,8 +419,11 @@ def _index(records: list[Record], bad: list[tuple[Path, str]], used: dict[str, l
             commit += " (dirty)"
         conv = rec.get("extra", {}).get("convention")
         kind = rec["kind"] + (f" — {conv}" if conv else "")
+        start = start_label(record_start(rec)) if rec["kind"] == "evaluation" else "-"
+        if recipe(rec) not in ("", RECIPE_OK):
+            start += f" ({recipe(rec)})"
         lines.append(f"| {rec['run_id']} | {kind} | {rec['dataset']} | {rec['protocol']} | {var} | "
-                     f"{rec['source']} | {rec['profile']} | {rec['device']} | {commit} | {fills} | "
+                     f"{rec['source']} | {rec['profile']} | {rec['device']} | {start} | {commit} | {fills} | "
                      f"{rec['_path']} |")
     if bad:
         lines += ["", "## Unreadable records", ""] + [f"- `{p}`: {e}" for p, e in bad]
