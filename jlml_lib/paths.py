@@ -15,6 +15,11 @@ One owner for the run-folder layout. A run folder (``jlml train --out DIR``) hol
     split-NN/              one run per split (``--splits``); DIR/metrics.json is their aggregate
     seed-NN/               one run per seed (``--seeds``), each possibly with splits; DIR/metrics.json
                            is the seed aggregate (its own variant: never a split aggregate's cell)
+    fingerprint.json       what shaped a run launched from a notebook (options, data, --init hash,
+                           code), written after it succeeded; ``jlml_lib.workbook.reuse``
+
+A run that a notebook would replace is moved aside to ``DIR.previous-<UTC time>`` (:data:`SET_ASIDE`),
+never deleted (``jlml_lib.workbook.launch``).
 
 Everything else imports these names instead of spelling them.
 """
@@ -38,6 +43,14 @@ NOTEBOOKS = "notebooks"
 EXECUTED = "results/executed"
 PAPER = "results/paper"
 TABLES = "results/tables"
+#: beside the executed copies: the last measured time of each notebook (`jlml workbook`'s ETA)
+TIMINGS = "timings.json"
+
+#: `jlml evaluate`'s records when no --out is given, one folder per model and test set (issue 20)
+EVALUATIONS = "runs/evaluations"
+#: the folder under $JLML_CACHE (jlml_lib.data.base.cache_dir) of the features `jlml evaluate`
+#: extracted, one file per model hash and image list (issue 20)
+FEATURE_CACHE = "features"
 
 CONFIG = "config.json"
 LOG = "log.jsonl"
@@ -48,10 +61,19 @@ CHECKPOINTS = "checkpoints"
 LAST = "last.pt"
 FINAL = "final.pt"
 JOINT = "joint"  # the feature kind recorded in the run folder itself (§2.3)
+FINGERPRINT = "fingerprint.json"
+#: a run folder set aside instead of deleted is renamed DIR + SET_ASIDE + UTC time
+SET_ASIDE = ".previous-"
 
 
 def repo_root() -> Path:
     return REPO_ROOT
+
+
+def is_set_aside(path: str | os.PathLike) -> bool:
+    """Whether ``path`` lies in a run folder set aside by a re-run (``DIR.previous-<time>``): kept
+    for the user, not a current result."""
+    return any(SET_ASIDE in part for part in Path(path).parts)
 
 
 def in_repo(path: str | os.PathLike) -> Path:
@@ -92,6 +114,10 @@ class RunDir:
     @property
     def queries(self) -> Path:
         return self.path / QUERIES
+
+    @property
+    def fingerprint(self) -> Path:
+        return self.path / FINGERPRINT
 
     @property
     def checkpoints(self) -> Path:

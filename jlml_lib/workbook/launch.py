@@ -3,7 +3,8 @@
 DDP cannot run inside a Jupyter kernel, so notebooks never train in-process: they call
 :func:`train`, which runs ``python -m jlml_lib.train`` (one process) or
 ``torchrun --standalone --nproc_per_node=N -m jlml_lib.train`` (N processes, e.g. N GPUs) with the
-same arguments, streams its output into the notebook, and returns the run folder. A failed run
+same arguments, streams its output into the notebook, and returns the run folder; a finished run
+with the same fingerprint is reused instead (:mod:`jlml_lib.workbook.reuse`). A failed run
 raises :class:`TrainingFailed` with the command and the end of its output, so the notebook's
 failing cell says what went wrong. Reading the finished run is :mod:`jlml_lib.results.runs`.
 """
@@ -12,7 +13,6 @@ from __future__ import annotations
 import os
 import re
 import shlex
-import shutil
 import subprocess
 import sys
 from collections import deque
@@ -20,6 +20,10 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from jlml_lib.errors import ConfigError
+from jlml_lib.workbook import reuse
+
+#: set to "1" (`jlml workbook --fresh`) to train every run anew instead of reusing a finished one
+FRESH_ENV = "JLML_FRESH"
 
 #: a line of the training's output that reports a failure; echoed even when progress lines are
 #: thinned out. Anchored at the line's start (after torchrun's "[rankN]:" prefix): a Python
@@ -88,20 +92,38 @@ def _seed_list(seeds: str | Sequence[int]) -> str:
 
 
 def train(dataset: str, out_dir: str | Path, *, echo: bool = True, log_every_line: int = 1,
-          replace: bool = True, **options: Any) -> Path:
-    """Run one training (see :func:`command` for the options) and return its folder.
+          replace: bool = True, fresh: bool | None = None, **options: Any) -> Path:
+    """Run one training (see :func:`command` for the options) and return its folder, or reuse
+    the finished run already there.
 
-    A notebook owns its run folders: re-running it replaces the previous run there
-    (``replace=False`` keeps it, and `jlml train` then refuses to overwrite it unless
-    ``resume=True``). The subprocess' output is echoed into the notebook (every
-    ``log_every_line``-th line, and every :data:`ERROR_LINE`); the last :data:`TAIL_LINES` lines
-    go into the error message.
+    A notebook owns its run folders, and never deletes one (:mod:`jlml_lib.workbook.reuse`):
+
+    * the folder holds a finished run with this launch's fingerprint (the same options, data,
+      ``--init`` checkpoint bytes and ``jlml_lib`` code): it is reused, with one line saying so;
+    * it holds anything else (other settings, an unfinished run, a run without a fingerprint):
+      it is moved aside to ``<out_dir>.previous-<UTC time>`` and the run is trained anew
+      (``replace=False`` leaves it in place instead, and `jlml train` then refuses to overwrite
+      it unless ``resume=True``);
+    * ``fresh=True`` — or ``JLML_FRESH=1`` in the environment, which `jlml workbook --fresh`
+      sets — trains anew even over a matching run (setting that one aside too).
+
+    The fingerprint is written into the run folder once the run succeeded. The subprocess'
+    output is echoed into the notebook (every ``log_every_line``-th line, and every
+    :data:`ERROR_LINE`); the last :data:`TAIL_LINES` lines go into the error message.
     """
     cmd = command(dataset, out_dir, **options)
     out_dir = Path(out_dir)
-    if replace and not options.get("resume") and out_dir.exists():
-        print(f"replacing the previous run in {out_dir}", flush=True)
-        shutil.rmtree(out_dir)
+    inputs = reuse.run_inputs(cmd, dataset, data_root=options.get("data_root"), init=options.get("init"),
+                              overrides=options.get("overrides"))
+    fresh = os.environ.get(FRESH_ENV) == "1" if fresh is None else fresh
+    if not options.get("resume") and out_dir.exists():
+        ok, why = reuse.reusable(out_dir, inputs)
+        if ok and not fresh:
+            print(f"reusing {out_dir}: {why}", flush=True)
+            return out_dir
+        if replace:
+            reuse.set_aside(out_dir, f"{FRESH_ENV}=1 / fresh=True" if ok else why,
+                            log=lambda line: print(line, flush=True))
     if echo:
         print("$", " ".join(shlex.quote(c) for c in cmd), flush=True)
     tail: deque[str] = deque(maxlen=TAIL_LINES)
@@ -115,6 +137,7 @@ def train(dataset: str, out_dir: str | Path, *, echo: bool = True, log_every_lin
                 print(line, flush=True)
     if proc.returncode != 0:
         raise TrainingFailed(f"training exited with status {proc.returncode}: {' '.join(cmd)}\n" + "\n".join(tail))
+    reuse.write_fingerprint(out_dir, inputs)
     return out_dir
 
 
