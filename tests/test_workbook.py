@@ -9,6 +9,7 @@ import nbformat
 from IPython.core.inputtransformer2 import TransformerManager
 import papermill as pm
 import pytest
+import torch
 
 import jlml_lib.workbook
 from jlml_lib.errors import ConfigError
@@ -137,7 +138,11 @@ def test_parameters_passed_down(tmp_path, monkeypatch):
     assert "init" not in workbook.notebook_parameters(plan.notebooks[0], plan)
     ckpt = tmp_path / "runs" / "03_imagenet_pretraining" / "checkpoints" / "final.pt"  # where 03 leaves it
     ckpt.parent.mkdir(parents=True)
-    ckpt.write_bytes(b"x")
+    # one that fits this real paper-profile plan: real ImageNet, Table 4's pre-train row (tests/test_provenance.py
+    # checks the ones that do not fit)
+    torch.save({"format": "jlml-checkpoint", "version": 1, "iteration": 3, "model": {}, "num_classes": 2,
+                "config": {"profile": "pretrain", "dataset": "imagenet", "data_root": "/data/imagenet"},
+                "data": {"dataset": "imagenet", "source": "real"}}, ckpt)
     assert workbook.notebook_parameters(plan.notebooks[0], plan)["init"] == str(ckpt)
 
 

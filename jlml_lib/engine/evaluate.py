@@ -122,15 +122,16 @@ def classification_accuracy(cfg: TrainConfig, model: nn.Module, items, device: t
 
 def write_record(cfg: TrainConfig, out_dir: Path, *, metrics: dict, feature: str, protocol: str,
                  source: str, wall: float, device: str, extra: dict, variant_extra: dict | None = None,
-                 selection: dict | None = None, uncertainty: dict | None = None) -> Path:
+                 selection: dict | None = None, uncertainty: dict | None = None, start: dict | None = None) -> Path:
     """One metrics.json; ``variant_extra`` adds a run kind's own variant key (e.g. seed aggregates),
-    ``uncertainty`` its intervals (:mod:`jlml_lib.results.intervals`)."""
+    ``uncertainty`` its intervals (:mod:`jlml_lib.results.intervals`), ``start`` where the model
+    started (:mod:`jlml_lib.provenance`)."""
     feature, rerank = parse_key(feature)
     variant_extra = {**(variant_extra or {}), **({"rerank": True} if rerank else {})}
     return write_metrics(out_dir, metrics=metrics, config=cfg.to_dict(), dataset=record_dataset_name(cfg),
                          source=source, profile=cfg.profile, protocol=protocol, wall_time_s=wall,
                          device=device, extra=extra, variant={**cfg.variant(feature), **(variant_extra or {})},
-                         selection=selection, uncertainty=uncertainty)
+                         selection=selection, uncertainty=uncertainty, start=start)
 
 
 def write_evaluation(cfg: TrainConfig, dirs: Sequence[Path], *, metrics: dict, feature: str, **record) -> None:

@@ -28,6 +28,7 @@ from jlml_lib.engine.loop import FitResult, NonFiniteLoss, fit, resolve_device
 from jlml_lib.errors import ConfigError, DataError
 from jlml_lib.io import write_json
 from jlml_lib.paths import RunDir
+from jlml_lib.provenance import run_start
 from jlml_lib.results.intervals import seed_uncertainty, split_uncertainty
 
 __all__ = ["run", "run_splits", "run_seeds", "load_data", "dataset_options"]
@@ -180,12 +181,14 @@ def _run(cfg: TrainConfig, run: RunDir, *, resume: bool, info: DistInfo,
          on_iteration: Callable[[int, nn.Module], None] | None = None) -> dict[str, Any]:
     t_start = time.perf_counter()
     cfg, resume = _start(cfg, run, resume, info)
+    # where the model starts (issue 19): recorded in config.json, the checkpoints and every record
+    start = run_start(cfg.init, run.last if resume else None)
     device = resolve_device(cfg, info)
     ds, source = load_data(cfg, info)
     if info.is_main:
         run.path.mkdir(parents=True, exist_ok=True)
         write_json(run.config, {**cfg.to_dict(), "source": source, "components": components(ds),
-                                "init_source": _init_source(cfg.init)})
+                                "init_source": _init_source(cfg.init), "start": start})
         _announce_source(cfg, ds, source)
     barrier(info)
 
@@ -195,7 +198,7 @@ def _run(cfg: TrainConfig, run: RunDir, *, resume: bool, info: DistInfo,
         init_info.update(load_init_weights(model, cfg.init))
 
     data_info = {"dataset": cfg.dataset, "source": source, "split": ds.split, "num_train_pids": ds.num_train_pids,
-                 "components": components(ds)}
+                 "components": components(ds), "start": start}  # the chain travels with the weights
     try:
         result = fit(cfg, ds.train, ds.num_train_pids, run.path, info=info, resume=resume,
                      init=init if cfg.init else None, data_info=data_info, on_iteration=on_iteration)
@@ -207,19 +210,21 @@ def _run(cfg: TrainConfig, run: RunDir, *, resume: bool, info: DistInfo,
         save_final(run.path, model=result.model, iteration=result.iteration, config=cfg.to_dict(),
                    num_classes=ds.num_train_pids, data=data_info)
         summary = _finish(cfg, run, ds, source, result, device_label(device, info), info,
-                          init_path=init_info.get("path"), resumed=resume, t_start=t_start)
+                          init_path=init_info.get("path"), resumed=resume, t_start=t_start, start=start)
     barrier(info)
     return summary
 
 
 def _finish(cfg: TrainConfig, run: RunDir, ds: ReidDataset, source: str, result: FitResult, device: str,
-            info: DistInfo, *, init_path: str | None, resumed: bool, t_start: float) -> dict[str, Any]:
+            info: DistInfo, *, init_path: str | None, resumed: bool, t_start: float,
+            start: dict[str, Any] | None = None) -> dict[str, Any]:
     """Evaluate the trained model (re-id protocol, or ImageNet val top-1) and write the records."""
     summary: dict[str, Any] = {
         "dataset": cfg.dataset, "source": source, "split": ds.split, "protocol": ds.protocol,
         "profile": cfg.profile, "iterations": result.iteration, "train_wall_time_s": result.wall_time_s,
         "images_per_s": result.images_per_s, "last_log": result.last_log, "device": device,
-        "world_size": info.world_size, "init": init_path, "resumed": resumed, "components": components(ds)}
+        "world_size": info.world_size, "init": init_path, "resumed": resumed, "components": components(ds),
+        "start": start}
     metrics = {}
     if cfg.evaluate and ds.query and ds.gallery:
         metrics = evaluate_run(cfg, result.model, ds, resolve_device(cfg, info))
@@ -238,7 +243,7 @@ def _finish(cfg: TrainConfig, run: RunDir, ds: ReidDataset, source: str, result:
                          extra={"split": ds.split, "num_splits": ds.num_splits, "iterations": result.iteration,
                                 "init": init_path, "init_source": _init_source(init_path),
                                 "components": components(ds), "mixed_sources": source == "mixed",
-                                "eval_normalize": cfg.eval_normalize}, selection=sel)
+                                "eval_normalize": cfg.eval_normalize}, selection=sel, start=start)
     summary["metrics"] = metrics
     write_json(run.summary, summary)
     return summary
@@ -277,7 +282,7 @@ def run_splits(cfg: TrainConfig, out_dir: str | Path, splits: Sequence[int] | st
                 summaries.append(json.loads(split.summary.read_text()))
                 continue
             summaries.append(_run(dataclasses.replace(cfg, split=int(k)), split, resume=resume, info=info))
-        summary: dict[str, Any] = {"splits": list(splits)}
+        summary: dict[str, Any] = {"splits": list(splits), "start": summaries[0].get("start") if summaries else None}
         if info.is_main and cfg.evaluate and all(s.get("metrics") for s in summaries):
             summary["metrics"] = _write_aggregate(cfg, run, summaries, list(splits), time.perf_counter() - t0)
             write_json(run.summary, summary)
@@ -296,7 +301,8 @@ def _write_aggregate(cfg: TrainConfig, run: RunDir, summaries: list[dict], split
         for d in dirs[kind]:
             write_record(cfg, d, metrics=agg, feature=kind, protocol=summaries[0]["protocol"],
                          source=_record_source(summaries[0]["source"]), wall=wall, device=summaries[0]["device"],
-                         extra={"splits": splits, "aggregated_over": len(splits)}, uncertainty=uncertainty)
+                         extra={"splits": splits, "aggregated_over": len(splits)}, uncertainty=uncertainty,
+                         start=summaries[0].get("start"))  # every split starts from the same --init
         out[kind] = agg
     return out
 
@@ -330,7 +336,8 @@ def run_seeds(cfg: TrainConfig, out_dir: str | Path, seeds: Sequence[int], *, sp
                 write_record(cfg, d, metrics=agg, feature=kind, protocol=first["protocol"], source=first["source"],
                              wall=time.perf_counter() - t0, device=first["device"], variant_extra=SEED_AGGREGATE,
                              extra={"seeds": summary["seeds"], "aggregated_over_seeds": len(seeds),
-                                    "splits": summaries[0].get("splits")}, uncertainty=uncertainty)
+                                    "splits": summaries[0].get("splits")}, uncertainty=uncertainty,
+                             start=summaries[0].get("start"))
             summary.setdefault("metrics", {})[kind] = agg
         write_json(run_dir.summary, summary)
     return summary

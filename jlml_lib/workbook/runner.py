@@ -88,6 +88,52 @@ def parse_data_roots(items: list[str]) -> dict[str, str]:
     return roots
 
 
+def chain_init(path: Path, upstream: str, ckpt: Path, plan: Plan, params: dict[str, Any]) -> str | None:
+    """The checkpoint of the ``upstream`` stage (its notebook, e.g. 03 for "imagenet") that notebook
+    ``path`` takes as ``init``, or None (it trains from scratch; its banner says so on real data).
+
+    Issue 19: a checkpoint this plan trains first (its notebook runs earlier in the plan) is passed
+    as it will be; one left by an earlier workbook only when it fits the plan -- the profile
+    (Table 4's "Pre-train" row for ``paper``, ``smoke`` for smoke), real data where this plan trains
+    a real paper-profile run or names the upstream dataset's root, that same root -- else a
+    ConfigError in one line saying which setting differs and how to proceed."""
+    from jlml_lib.provenance import checkpoint_facts, dataset_label, read_checkpoint
+    from jlml_lib.workbook.notebook import parameter_default
+    from jlml_lib.workbook.steps import train_profile
+
+    producer = next((s for s, name in DATA_ROOT_OF.items() if name == upstream), None)
+    earlier = plan.notebooks[:plan.notebooks.index(path)] if path in plan.notebooks else []
+    if producer in [p.stem for p in earlier]:
+        return str(ckpt)  # trained by this plan before `path` runs, with the same profile and roots
+    if not ckpt.exists():
+        return None
+    profile = params.get("profile") or parameter_default(path, "profile")
+    real_here = any(params.get(k) for k in ("data_root", *(f"{n}_root" for n in DATASETS)))
+    root = plan.data_roots.get(upstream)
+    saved = read_checkpoint(ckpt)
+    facts = checkpoint_facts(saved)
+    saved_root = (saved or {}).get("config", {}).get("data_root")
+    want = train_profile(profile, pretraining=True)
+    name = dataset_label(upstream)
+    if saved is None or facts["dataset"] != upstream:
+        why = f"it is not a jlml checkpoint of {name} (dataset {facts['dataset']})"
+    elif facts["profile"] != want:
+        why = f"it was trained with profile {facts['profile']}, this plan's {profile} runs need {want}"
+    elif facts["source"] != "real" and (root or (real_here and profile == "paper")):
+        why = (f"it was trained on {facts['source']} {name}, and this plan trains {path.stem} on real data "
+               f"with profile {profile}" if not root else f"it was trained on {facts['source']} {name}, not "
+               f"the --data-root {upstream}={root} of this plan")
+    elif root and saved_root and Path(saved_root).expanduser().resolve() != Path(root):
+        why = f"it was trained on {name} at {saved_root}, not the --data-root {upstream}={root} of this plan"
+    else:
+        return str(ckpt)
+    real_root = root or (real_here and profile == "paper" and "PATH")  # a real run needs real upstream data
+    redo = " ".join(filter(None, (f"jlml workbook --only {producer}", plan.params.get("profile") and
+                                  f"--profile {plan.params['profile']}", real_root and f"--data-root {upstream}={real_root}")))
+    raise ConfigError(f"{ckpt} cannot start {path.stem}: {why}. Re-run {producer} with this plan's profile and "
+                      f"roots ({redo}), or pass init explicitly (papermill notebooks/{path.name} OUT -p init PATH).")
+
+
 def notebook_parameters(path: Path, plan: Plan) -> dict[str, Any]:
     """The parameters this notebook declares, filled from the plan and the checkpoint chains."""
     declared = declared_parameters(path)
@@ -98,10 +144,10 @@ def notebook_parameters(path: Path, plan: Plan) -> dict[str, Any]:
     for name in DATASETS:  # notebooks that see several datasets (01) take <name>_root
         if f"{name}_root" in declared and name in plan.data_roots:
             params[f"{name}_root"] = plan.data_roots[name]
-    if "init" in declared:
-        for ckpt, consumers in CHAIN_CHECKPOINTS.values():
-            if stem in consumers and (repo_root() / ckpt).exists():
-                params["init"] = str(repo_root() / ckpt)
+    if "init" in declared and "init" not in params:  # an init given explicitly is the user's choice
+        for upstream, (ckpt, consumers) in CHAIN_CHECKPOINTS.items():
+            if stem in consumers and (chained := chain_init(path, upstream, repo_root() / ckpt, plan, params)):
+                params["init"] = chained
     return params
 
 
