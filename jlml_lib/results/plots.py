@@ -24,6 +24,7 @@ from matplotlib.patches import Patch
 from jlml_lib.data import open_image
 from jlml_lib.io import atomic_open
 from jlml_lib.losses import LOSS_TERMS
+from jlml_lib.results.records import DEFAULT_VARIANT
 from jlml_lib.results.runs import read_log
 from jlml_lib.results.tables import CAPTIONS, source_data
 
@@ -47,8 +48,8 @@ def _finish(fig: Figure, path: str | os.PathLike | None) -> Figure:
 
 # ---------------------------------------------------------------- one run
 def plot_training(run_dir: str | os.PathLike, title: str = "", path: str | os.PathLike | None = None) -> Figure:
-    """Loss terms (Eq. 5) and learning rate (Table 4's step policy) against iterations, from the
-    run's ``log.jsonl``."""
+    """Loss terms (Eq. 5) and the run's own learning rate against iterations, from the run's
+    ``log.jsonl`` (a smoke run's schedule is scaled down, not Table 4's: ``schedule_plots`` shows both)."""
     log = read_log(run_dir)
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 3.5))
     if log.empty:
@@ -59,7 +60,8 @@ def plot_training(run_dir: str | os.PathLike, title: str = "", path: str | os.Pa
     sns.lineplot(data=long, x="iteration", y="loss", hue="term", ax=ax1)
     ax1.set_title(f"{title} training loss (Eq. 5 terms)".strip())
     ax2.plot(log["iteration"], log["lr"], color="k")
-    ax2.set(yscale="log", xlabel="iteration", ylabel="learning rate", title="step policy (Table 4)")
+    ax2.set(yscale="log", xlabel="iteration", ylabel="learning rate",
+            title="this run's learning rate (its profile's step schedule)")
     fig.tight_layout()
     return _finish(fig, path)
 
@@ -80,6 +82,66 @@ def plot_cmc(curves: Mapping[str, Sequence[float]], title: str = "CMC", max_rank
     else:
         ax.text(0.5, 0.5, "no run with a CMC", ha="center", va="center", transform=ax.transAxes)
     ax.set(xlabel="rank", ylabel="matching rate (%)", ylim=(0, 100), title=title)
+    return _finish(fig, path)
+
+
+_MEMBER = ("split-", "seed-")  # a split's / seed's own folder inside an aggregated run (paths.RunDir)
+
+
+def _variant_words(variant: Mapping[str, object]) -> list[str]:
+    """What sets a record's curve apart from the full JLML evaluated as the paper does."""
+    words = ["re-ranked (beyond the paper)"] if variant.get("rerank") else []
+    words += ["mean over seeds"] if variant.get("aggregate") == "seeds" else []
+    words += [f"{k}={v}" for k, v in variant.items()
+              if k not in ("rerank", "aggregate") and DEFAULT_VARIANT.get(k, v) != v]
+    return words
+
+
+def cmc_legend_curves(records: Sequence[Mapping]) -> dict[str, dict[str, dict]]:
+    """Every record's CMC for notebook 09, ``{dataset: {label: {"cmc", "rerank"}}}``: one curve per
+    evaluation, each label saying its query type, what differs from the plain JLML evaluation
+    (re-ranked, a feature, an ablation switch), the data, profile and run; a split's or seed's own
+    curve is left out when its run's aggregate carries the mean curve (``records`` as
+    :func:`jlml_lib.results.tables.scan_records` gives them, oldest first wins no label clash)."""
+    with_cmc = [r for r in records if r["kind"] == "evaluation"
+                and any(k.rsplit(".", 1)[-1] == "cmc" and v for k, v in r["_flat"].items())]
+    has_mean = {Path(r["_path"]).parent for r in with_cmc}
+    out: dict[str, dict[str, dict]] = {}
+    for rec in sorted(with_cmc, key=lambda r: str(r["created"])):
+        folder = Path(rec["_path"]).parent
+        member = next((p for p in folder.parents if p.name.startswith(_MEMBER)), None) or (
+            folder if folder.name.startswith(_MEMBER) else None)
+        if member is not None:
+            twin = member.parent / folder.relative_to(member)  # the aggregate's folder of this evaluation
+            if twin in has_mean:
+                continue
+        words = _variant_words(rec["variant"])
+        for key, value in rec["_flat"].items():
+            if key.rsplit(".", 1)[-1] != "cmc" or not value:
+                continue
+            query = key[:-4].rstrip(".").replace("_", "-") or "single-shot"
+            label = " · ".join([query, *words, f"{rec['source']} {rec.get('profile') or ''}".strip(),
+                                f"run …{rec['run_id'][-8:]}"])
+            out.setdefault(rec["dataset"], {})[label] = {"cmc": list(value), "rerank": bool(rec["variant"].get("rerank"))}
+    return out
+
+
+def plot_cmc_overview(records: Sequence[Mapping], max_rank: int = 20,
+                      path: str | os.PathLike | None = None) -> Figure:
+    """Notebook 09's CMC figure: one panel per dataset, a curve per evaluation
+    (:func:`cmc_legend_curves`), re-ranked curves dashed, each panel with its own legend."""
+    curves = cmc_legend_curves(records)
+    n = max(len(curves), 1)
+    fig, axes = plt.subplots(n, 1, figsize=(9, 3.2 * n), squeeze=False)
+    if not curves:
+        axes[0, 0].text(0.5, 0.5, "no run with a CMC", ha="center", va="center", transform=axes[0, 0].transAxes)
+    for ax, (dataset, lines) in zip(axes[:, 0], sorted(curves.items())):
+        for label, c in lines.items():
+            cmc = np.asarray(c["cmc"][:max_rank], dtype=float) * 100
+            ax.plot(np.arange(1, len(cmc) + 1), cmc, "--" if c["rerank"] else "-", marker="o", ms=3, label=label)
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=7, frameon=False)
+        ax.set(xlabel="rank", ylabel="matching rate (%)", ylim=(0, 100), title=f"{dataset}: CMC")
+    fig.tight_layout()
     return _finish(fig, path)
 
 
