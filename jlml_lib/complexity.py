@@ -19,16 +19,18 @@ counts are :mod:`jlml_lib.results.complexity_tables`; the command line ``jlml co
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
+import torch.nn.functional as F
 import torchvision
-from torch import nn
+from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from jlml_lib.model import JLML, jlml_resnet39
 
 __all__ = ["count_parameters", "count_macs", "layer_output_sizes", "ModelCost", "measure", "torchvision_cost",
-           "TABLE13_MODELS", "table13_measured", "CONVENTION"]
+           "TABLE13_MODELS", "table13_measured", "CONVENTION", "TraceStep", "stage_name", "trace_stages"]
 
 # Table 13's reference CNNs, built from torchvision's definitions (random weights: nothing downloaded).
 TABLE13_MODELS = ("alexnet", "vgg16", "resnet50", "googlenet")
@@ -72,9 +74,9 @@ def layer_output_sizes(model: JLML, input_size: tuple[int, int] = (224, 224)) ->
     channel dimension, so the spatial size *is* the stripe size).
     """
     named = {"conv1": model.conv1, "G: pool1": model.global_pool, "L: pool1": model.stripe_pool}
-    for i, name in enumerate(("conv2_x", "conv3_x", "conv4_x", "conv5_x")):
-        named[f"G: {name}"] = model.global_stages[i]
-        named[f"L: {name}"] = model.local_stages[i]
+    for i in range(len(model.global_stages)):
+        named[f"G: {stage_name(i)}"] = model.global_stages[i]
+        named[f"L: {stage_name(i)}"] = model.local_stages[i]
     sizes: dict[str, tuple[int, int]] = {}
     hooks = [mod.register_forward_hook(lambda _m, _i, out, key=key: sizes.__setitem__(key, tuple(out.shape[-2:])))
              for key, mod in named.items()]
@@ -88,6 +90,67 @@ def layer_output_sizes(model: JLML, input_size: tuple[int, int] = (224, 224)) ->
             h.remove()
         model.train(was_training)
     return {key: sizes[key] for key in named}
+
+
+
+def stage_name(i: int) -> str:
+    """Table 1's name of residual stage ``i`` (0-based): conv2_x, conv3_x, ..."""
+    return f"conv{i + 2}_x"
+
+
+class TraceStep(NamedTuple):
+    """One module call of :func:`trace_stages` and the shape of what it returned."""
+
+    layer: str                # Table 1's row (conv1, pool1, conv2_x..conv5_x, fc), or input / joint / ID
+    branch: str               # "shared", "global" or "local" (results/paper/table1.csv), or "joint"
+    code: str                 # the call, as it reads in JLML.forward
+    shape: tuple[int, ...]    # the returned tensor's shape (local maps: all m stripes along channels)
+
+
+@torch.no_grad()
+def trace_stages(model: JLML, x: Tensor) -> tuple[list[TraceStep], Tensor]:
+    """Push ``x`` through ``model`` one Table 1 stage at a time (d2l's ``blk(X).shape``).
+
+    The calls are JLML.forward's own, in its order, so the returned joint feature (§2.3) must
+    equal ``model.features(x)`` (tested); the steps give every stage's output shape. Runs in
+    eval mode and restores the model's mode.
+    """
+    steps: list[TraceStep] = []
+
+    def step(layer: str, branch: str, code: str, t: Tensor) -> Tensor:
+        steps.append(TraceStep(layer, branch, code, tuple(t.shape)))
+        return t
+
+    cfg, was_training = model.cfg, model.training
+    model.eval()
+    try:
+        step("input", "shared", "X", x)
+        g = step("conv1", "shared", "model.conv1(X)", model.conv1(x))
+        l_in = g if model.local_conv1 is None else step("conv1", "local", "model.local_conv1(X)",
+                                                        model.local_conv1(x))
+        g = step("pool1", "global", "model.global_pool(G)", model.global_pool(g))
+        for i, stage in enumerate(model.global_stages):
+            g = step(stage_name(i), "global", f"model.global_stages[{i}](G)", stage(g))
+        g = step("fc", "global", "F.adaptive_avg_pool2d(G, 1)", F.adaptive_avg_pool2d(g, 1))
+        g = step("fc", "global", "model.global_fc(G.flatten(1))", model.global_fc(torch.flatten(g, 1)))
+        n, m = x.shape[0], cfg.m
+        s = step("pool1", "local", f"model.stripes(L)  # SL-{m}", model.stripes(l_in))
+        s = step("pool1", "local", "model.stripe_pool(L)", model.stripe_pool(s))
+        if cfg.share_local:  # one stream's weights for every stripe: stripes into the batch
+            s = step("pool1", "local", f"L.view({n}·{m}, ...)", s.view(n * m, -1, *s.shape[2:]))
+        for i, stage in enumerate(model.local_stages):
+            s = step(stage_name(i), "local", f"model.local_stages[{i}](L)", stage(s))
+        s = step("fc", "local", "F.adaptive_avg_pool2d(L, 1)", F.adaptive_avg_pool2d(s, 1))
+        s = step("fc", "local", f"L.reshape({n}, -1)  # CA-{m}", s.reshape(n, -1))
+        s = step("fc", "local", "model.local_fc(L)", model.local_fc(s))
+        joint = step("joint", "joint", "torch.cat([G, L], 1)", torch.cat([g, s], dim=1))
+        for branch, head, feat in (("global", model.global_classifier, g), ("local", model.local_classifier, s),
+                                   ("joint", model.joint_classifier, joint)):
+            if head is not None:
+                step("ID", branch, f"model.{branch}_classifier", head(feat))
+    finally:
+        model.train(was_training)
+    return steps, joint
 
 
 @dataclass
