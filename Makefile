@@ -1,6 +1,9 @@
 # Two entry points do all set-up on a fresh machine:
-#   make workbook   run every notebook with its defaults (synthetic data, CPU) via papermill
+#   make workbook   run every notebook with its defaults (synthetic data, CPU) via papermill: the
+#                   quick run; unchanged notebooks are skipped and finished runs reused
 #   make test       the whole test suite, notebooks included (pytest --nbval-lax)
+# Options of `jlml workbook` go through ARGS: make workbook ARGS=--full (the heavy studies too),
+# make workbook ARGS=--fresh (execute everything and train every run anew)
 PYTHON ?= python3
 # the torch releases installed here; pyproject.toml only sets a floor (GPU machines run 2.11)
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
@@ -26,8 +29,9 @@ test: venv
 	$(BIN)/python -m pytest tests
 	$(BIN)/python -m pytest --nbval-lax notebooks/
 
+ARGS ?=
 workbook: venv
-	$(BIN)/jlml workbook
+	$(BIN)/jlml workbook $(ARGS)
 
 # the executed notebooks (results/executed/), tables and runs as a static site: build/book/html/index.html
 book: venv

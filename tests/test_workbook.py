@@ -1,8 +1,11 @@
 """The workbook: notebook hygiene, parameter checking, launching, and `jlml workbook` driving papermill."""
 import ast
 import json
+import os
 import subprocess
 import sys
+import time
+import warnings
 from pathlib import Path
 
 import nbformat
@@ -13,7 +16,7 @@ import torch
 
 import jlml_lib.workbook
 from jlml_lib.errors import ConfigError
-from jlml_lib.workbook import notebook
+from jlml_lib.workbook import launch, notebook, progress
 from jlml_lib.workbook import runner as workbook
 from jlml_lib.workbook.launch import ERROR_LINE, command
 from jlml_lib.workbook.notebook import check_parameters, declared_parameters
@@ -146,15 +149,39 @@ def test_parameters_passed_down(tmp_path, monkeypatch):
     assert workbook.notebook_parameters(plan.notebooks[0], plan)["init"] == str(ckpt)
 
 
-def test_the_workbook_runs_the_full_selection_grid_nbval_the_reduced_one():
-    """08's defaults are the quick grid (nbval runs them); ``jlml workbook`` passes the full one."""
+def test_the_quick_run_is_the_default_and_full_adds_full_run():
+    """``jlml workbook`` runs 08's own defaults (the quick grid nbval runs); ``--full`` the whole grid."""
     path = workbook.select(["08"])[0]
     defaults = {k: notebook.parameter_default("08_ablations", k) for k in workbook.FULL_RUN["08_ablations"]}
     assert defaults["sfl_seeds"] < 3 and defaults["sfl_iterations"] is not None and not defaults["sfl_paper_lambda"]
-    params = workbook.notebook_parameters(path, workbook.Plan([path]))
+    quick = workbook.notebook_parameters(path, workbook.Plan([path]))
+    assert not set(workbook.FULL_RUN["08_ablations"]) & set(quick)  # the notebook's defaults stand
+    params = workbook.notebook_parameters(path, workbook.Plan([path], full=True))
     assert params["sfl_seeds"] == 3 and params["sfl_iterations"] is None and params["sfl_paper_lambda"] is True
     # a value given to the workbook wins
-    assert workbook.notebook_parameters(path, workbook.Plan([path], {"sfl_seeds": 5}))["sfl_seeds"] == 5
+    assert workbook.notebook_parameters(path, workbook.Plan([path], {"sfl_seeds": 5}, full=True))["sfl_seeds"] == 5
+    # FULL_RUN names only parameters its notebooks declare (a typo would be dropped silently)
+    for stem, add in workbook.FULL_RUN.items():
+        assert set(add) <= set(declared_parameters(stem)), stem
+
+
+def test_full_and_fresh_reach_the_plan(monkeypatch):
+    plans = []
+    monkeypatch.setattr(workbook, "run", lambda plan: plans.append(plan) or 0)
+    assert workbook.main(["--only", "02"]) == 0 and workbook.main(["--only", "02", "--full", "--fresh"]) == 0
+    assert (plans[0].full, plans[0].fresh, plans[1].full, plans[1].fresh) == (False, False, True, True)
+    assert plans[0].kind() == "quick" and plans[1].kind() == "full"
+    assert workbook.Plan([], {"device": "cuda"}, {"market1501": "/m"}).kind() == "quick device=cuda market1501=real"
+    assert "--full` adds 08_ablations: sfl_seeds=3" in workbook.describe(plans[0])
+
+
+def test_fresh_reaches_the_kernels_environment(monkeypatch):
+    monkeypatch.delenv(launch.FRESH_ENV, raising=False)
+    with workbook.fresh_runs(True):
+        assert os.environ[launch.FRESH_ENV] == "1"
+    assert launch.FRESH_ENV not in os.environ
+    with workbook.fresh_runs(False):
+        assert launch.FRESH_ENV not in os.environ
 
 
 @pytest.mark.slow
@@ -181,6 +208,8 @@ def test_workbook_reports_a_failing_notebook(tmp_path, monkeypatch):
     assert workbook.run(plan, log=lines.append) == 1
     assert any("FAILED 00_setup.ipynb" in line and "boom" in line for line in lines)
     assert (tmp_path / "executed" / "00_setup.ipynb").exists()  # the failed copy is kept
+    stamp = workbook.read_stamp(tmp_path / "executed" / "00_setup.ipynb")
+    assert stamp["ok"] is False and workbook.unchanged_since(bad, {}, plan) is None  # executes next time
 
 
 def test_a_wrong_data_root_fails_in_the_notebook_not_silently(tmp_path):
@@ -207,6 +236,7 @@ def test_the_runner_prints_no_kernel_warnings(tmp_path, capfd, monkeypatch):
     out = capfd.readouterr()
     assert "[1/1] 00_setup.ipynb" in out.out
     assert "without encryption" not in out.out + out.err and "WARNING" not in out.err
+    assert "Warning" not in out.out + out.err  # nbformat's MissingIDFieldWarning among others
     executed = nbformat.read(tmp_path / "executed" / "00_setup.ipynb", as_version=4)
     assert executed.cells[-1].outputs[0]["text"] == "ran 2\n"
     assert not list(ROOT.glob("kernel-ipc-*"))  # no socket files left in the working folder
@@ -258,3 +288,143 @@ def test_error_lines_are_recognised(line):
 ])
 def test_other_lines_are_not_errors(line):
     assert not ERROR_LINE.match(line)
+
+
+# ---------------------------------------------------------------- notebook reuse, progress, warnings
+def _tiny_notebook(folder: Path, stem: str, code: str = "print('ran', x + 1)") -> Path:
+    path = folder / f"{stem}.ipynb"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.cells = [nbformat.v4.new_code_cell("x = 1", metadata={"tags": ["parameters"]}),
+                nbformat.v4.new_code_cell(code)]
+    nbformat.write(nb, path)
+    return path
+
+
+def _fake_execution(plan, path, params, started, finished, ok=True):
+    """An executed copy as the runner leaves it, without a kernel."""
+    out = plan.executed_dir / path.name
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(path.read_text())
+    workbook.write_stamp(out, workbook.stamp_inputs(path, params), started, finished, ok)
+
+
+def _record(runs: Path, name: str, mtime: float) -> None:
+    path = runs / name / "metrics.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("{}")
+    os.utime(path, (mtime, mtime))
+
+
+def test_how_a_notebook_is_found_unchanged(tmp_path, monkeypatch):
+    monkeypatch.setattr(workbook, "repo_root", lambda: tmp_path)
+    a, b = _tiny_notebook(tmp_path / "nb", "04_a"), _tiny_notebook(tmp_path / "nb", "05_b")
+    plan = workbook.Plan([a, b], executed_dir=tmp_path / "executed")
+    assert workbook.unchanged_since(a, {}, plan) is None  # never executed
+    _fake_execution(plan, a, {}, 1000.0, 1100.0)
+    _fake_execution(plan, b, {}, 1200.0, 1300.0)
+    _record(tmp_path / "runs", "04_a", 1050.0)  # written while 04 ran
+    _record(tmp_path / "runs", "05_b", 1250.0)  # written while 05, a later notebook, ran
+    assert workbook.unchanged_since(a, {}, plan) == 1100.0 and workbook.unchanged_since(b, {}, plan) == 1300.0
+    # other parameters, --fresh, a failed execution: executes
+    assert workbook.unchanged_since(a, {"x": 2}, plan) is None
+    assert workbook.unchanged_since(a, {}, workbook.Plan([a], executed_dir=plan.executed_dir, fresh=True)) is None
+    _fake_execution(plan, b, {}, 1200.0, 1300.0, ok=False)
+    assert workbook.unchanged_since(b, {}, plan) is None
+    _fake_execution(plan, b, {}, 1200.0, 1300.0)
+    # a record written after both, by neither (e.g. `jlml train` by hand): both execute again
+    _record(tmp_path / "runs", "by_hand", 2000.0)
+    assert workbook.unchanged_since(a, {}, plan) is None and workbook.unchanged_since(b, {}, plan) is None
+    (tmp_path / "runs" / "by_hand" / "metrics.json").unlink()
+    # an earlier notebook's new record: only the later notebook executes again
+    _fake_execution(plan, a, {}, 1400.0, 1500.0)
+    _record(tmp_path / "runs", "04_a", 1450.0)
+    assert workbook.unchanged_since(a, {}, plan) == 1500.0 and workbook.unchanged_since(b, {}, plan) is None
+    # the notebook's own text (prose too) and the bytes of a file it is given
+    ckpt = tmp_path / "final.pt"
+    ckpt.write_bytes(b"A")
+    _fake_execution(plan, a, {"init": str(ckpt)}, 1400.0, 1500.0)
+    assert workbook.unchanged_since(a, {"init": str(ckpt)}, plan) == 1500.0
+    ckpt.write_bytes(b"B")
+    assert workbook.unchanged_since(a, {"init": str(ckpt)}, plan) is None
+    nb = nbformat.read(a, as_version=4)
+    nb.cells.append(nbformat.v4.new_markdown_cell("a word more"))
+    nbformat.write(nb, a)
+    assert workbook.unchanged_since(a, {}, plan) is None
+
+
+def test_a_second_run_skips_what_did_not_change(tmp_path, monkeypatch):
+    monkeypatch.setattr(workbook, "build_tables", lambda *a: [])
+    monkeypatch.setattr(workbook, "repo_root", lambda: tmp_path)
+    first, second = _tiny_notebook(tmp_path / "nb", "00_a"), _tiny_notebook(tmp_path / "nb", "01_b")
+    plan = workbook.Plan([first, second], executed_dir=tmp_path / "executed")
+    lines = []
+    assert workbook.run(plan, log=lines.append) == 0
+    assert "remaining: unknown" in lines[0] and sum("done in" in line for line in lines) == 2
+    timed = progress.load(tmp_path / "executed" / "timings.json")["quick"]
+    assert set(timed) == {"00_a", "01_b"} and all(t > 0 for t in timed.values())
+    lines.clear()
+    assert workbook.run(plan, log=lines.append) == 0
+    assert [line.endswith(", skipped") and "unchanged since" in line for line in lines[1:3]] == [True, True]
+    assert "remaining: none" in lines[0]
+    # edit the second notebook's code: only it executes, and its last time is shown
+    nb = nbformat.read(second, as_version=4)
+    nb.cells[-1].source = "print('ran again', x)"
+    nbformat.write(nb, second)
+    lines.clear()
+    assert workbook.run(plan, log=lines.append) == 0
+    assert "skipped" in lines[1] and lines[2].startswith("[2/2] 01_b.ipynb (last time ")
+    assert "remaining: none" in lines[3] and "done in" in lines[3]
+    executed = nbformat.read(tmp_path / "executed" / "01_b.ipynb", as_version=4)
+    assert executed.cells[-1].outputs[0]["text"] == "ran again 1\n"
+    assert executed.metadata[workbook.STAMP]["ok"] is True
+
+
+def test_remaining_time_from_measured_times():
+    assert progress.duration(42.4) == "42 s" and progress.duration(185) == "3 min 05 s"
+    assert progress.duration(3720) == "1 h 02 min"
+    times = {"00": 30.0, "05": 90.0}
+    assert progress.remaining(times, ["00", "05"]) == "remaining ≈ 2 min 00 s"
+    assert progress.remaining(times, ["05", "08"]) == "remaining ≈ 1 min 30 s + 08 (not measured yet)"
+    assert progress.remaining(times, ["08"]).startswith("remaining: unknown")
+    assert progress.remaining(times, []) == "remaining: none"
+
+
+def test_timings_are_kept_per_kind(tmp_path):
+    path = tmp_path / "timings.json"
+    progress.record(path, "quick", "08", 100)
+    progress.record(path, "full", "08", 900)
+    progress.record(path, "quick", "08", 120)
+    assert progress.load(path) == {"quick": {"08": 120.0}, "full": {"08": 900.0}}
+    path.write_text("not json")
+    assert progress.load(path) == {}
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_papermill_reads_and_writes_every_notebook_without_warnings(path):
+    """nbformat's MissingIDFieldWarning came from 05's cells without an id: papermill validates
+    the notebook when it reads it and when it writes the executed copy (its own injected cell
+    has an id). Every cell has a unique one, and the whole path is quiet."""
+    from papermill.iorw import load_notebook_node
+    from papermill.parameterize import parameterize_notebook
+
+    raw = json.loads(path.read_text())
+    ids = [c.get("id") for c in raw["cells"]]
+    assert all(ids) and len(set(ids)) == len(ids), "every cell needs a unique id"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        nb = load_notebook_node(str(path))
+        nb = parameterize_notebook(nb, {"seed": 1}, kernel_name="python3")
+        nbformat.validate(nbformat.reads(nbformat.writes(nb), as_version=4))
+
+
+def test_the_runner_stamp_keeps_the_executed_copy_valid(tmp_path):
+    path = _tiny_notebook(tmp_path, "00_a")
+    plan = workbook.Plan([path], executed_dir=tmp_path / "executed")
+    _fake_execution(plan, path, {"x": 1}, 1.0, 2.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        nb = nbformat.read(plan.executed_dir / path.name, as_version=4)
+        nbformat.validate(nb)
+    assert nb.metadata[workbook.STAMP]["inputs"]["parameters"] == {"x": 1}

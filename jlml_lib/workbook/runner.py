@@ -1,8 +1,10 @@
 """`jlml workbook`: run the notebooks in order through papermill, then regenerate the tables.
 
-    jlml workbook                              # every notebook, defaults (synthetic data, CPU)
+    jlml workbook                              # every notebook, quick defaults (synthetic data, CPU)
+    jlml workbook --full                       # + the heavy studies (FULL_RUN: 08's whole SFL grid)
+    jlml workbook --fresh                      # execute every notebook and train every run anew
     jlml workbook --only 05                    # one notebook
-    jlml workbook --from 04                    # 04, 05, ... 09
+    jlml workbook --from 04                    # 04, 05, ... 10
     jlml workbook --profile paper --device cuda \\
         --data-root market1501=/data/Market-1501-v15.09.15 --data-root cuhk03=/data/cuhk03_release
 
@@ -13,21 +15,48 @@ checkpoints on: the ImageNet model of 03 initialises 04–08 when it exists; 06 
 their CUHK03+Market-1501 stage from it, and 07 reuses the one 06 trained
 (:func:`jlml_lib.workbook.steps.reid_pretraining`). Finally ``results/tables/`` is rebuilt from
 every run's ``metrics.json``.
+
+Quick by default: every notebook runs with its own defaults, the quick run nbval makes, except
+what the command line sets. ``--full`` adds :data:`FULL_RUN` (the one owner of what it adds).
+
+Reuse, decided twice:
+
+* **a notebook** is skipped ("unchanged since <time>, skipped") when its executed copy carries a
+  stamp (``metadata["jlml"]``, written by this runner) saying that it executed without error
+  with the same notebook file (sha256 of its bytes: prose included), the same parameters, the
+  same bytes of every parameter that names a file (the ``init`` checkpoint), the same
+  ``jlml_lib`` code (:func:`jlml_lib.workbook.reuse.code_fingerprint`), and no run record
+  (``runs/**/metrics.json``) was written after it finished — except by a later notebook of the
+  workbook while it executed (its own stamp's time window), since a notebook reads only the runs
+  of itself and the notebooks before it;
+* **a training run** a notebook launches is reused by :func:`jlml_lib.workbook.launch.train`
+  when a finished run with the same fingerprint is in its folder (options, data, ``--init``
+  bytes, code; :mod:`jlml_lib.workbook.reuse`); any other run there is moved aside to
+  ``<folder>.previous-<UTC time>``, never deleted.
+
+``--fresh`` executes every notebook and sets ``JLML_FRESH=1`` for their kernels, so every run is
+trained anew (the old ones set aside). Progress: one line when a notebook starts (with its last
+measured time) and one when it ends, with the expected remaining time from the times measured
+last (``results/executed/timings.json``, per kind of run: quick, full, profile, device, data).
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from jlml_lib.errors import ConfigError
-from jlml_lib.paths import EXECUTED, IMAGENET_STAGE, RUNS, TABLES, RunDir, repo_root
+from jlml_lib.io import write_json, write_text
+from jlml_lib.paths import EXECUTED, IMAGENET_STAGE, METRICS, RUNS, TABLES, TIMINGS, RunDir, repo_root
+from jlml_lib.workbook.launch import FRESH_ENV
+from jlml_lib.workbook.reuse import code_fingerprint, file_sha256
 from jlml_lib.results.tables import build_tables
 from jlml_lib.workbook.notebook import PROFILES, declared_parameters, notebook_dir
 
@@ -46,8 +75,9 @@ CHAIN_CHECKPOINTS = {
     "imagenet": (RunDir(IMAGENET_STAGE).final, ("04_cuhk03", "05_market", "06_viper", "07_grid", "08_ablations")),
 }
 
-#: what ``jlml workbook`` passes beyond a notebook's defaults, which are the quick run nbval makes:
-#: 08's Table 12 selection grid in full (3 seeds, the smoke profile's 300 iterations, both λ)
+#: what ``jlml workbook --full`` passes beyond a notebook's defaults (the quick run that
+#: ``jlml workbook`` and nbval make): 08's Table 12 selection grid in full (3 seeds, the smoke
+#: profile's 300 iterations, both λ)
 FULL_RUN: dict[str, dict[str, Any]] = {
     "08_ablations": {"sfl_seeds": 3, "sfl_iterations": None, "sfl_paper_lambda": True},
 }
@@ -59,6 +89,14 @@ class Plan:
     params: dict[str, Any] = field(default_factory=dict)     # passed to every notebook that takes them
     data_roots: dict[str, str] = field(default_factory=dict)
     executed_dir: Path = field(default_factory=lambda: repo_root() / EXECUTED)
+    full: bool = False      # pass FULL_RUN
+    fresh: bool = False     # execute every notebook, train every run anew
+
+    def kind(self) -> str:
+        """What the measured times are kept under: a full run takes longer than a quick one,
+        a GPU run than a CPU one."""
+        words = ["full" if self.full else "quick"] + [f"{k}={v}" for k, v in sorted(self.params.items())]
+        return " ".join(words + [f"{k}=real" for k in sorted(self.data_roots)])
 
 
 def select(only: list[str] | None = None, start: str | None = None) -> list[Path]:
@@ -138,7 +176,8 @@ def notebook_parameters(path: Path, plan: Plan) -> dict[str, Any]:
     """The parameters this notebook declares, filled from the plan and the checkpoint chains."""
     declared = declared_parameters(path)
     stem = path.stem
-    params = {k: v for k, v in {**FULL_RUN.get(stem, {}), **plan.params}.items() if k in declared}
+    full = FULL_RUN.get(stem, {}) if plan.full else {}
+    params = {k: v for k, v in {**full, **plan.params}.items() if k in declared}
     if "data_root" in declared and DATA_ROOT_OF.get(stem) in plan.data_roots:
         params["data_root"] = plan.data_roots[DATA_ROOT_OF[stem]]
     for name in DATASETS:  # notebooks that see several datasets (01) take <name>_root
@@ -171,31 +210,157 @@ def kernel_options() -> Iterator[dict[str, Any]]:
         yield {"config": Config({"KernelManager": {"transport": "ipc", "ip": os.path.join(folder, "kernel")}})}
 
 
-def run(plan: Plan, *, log=print) -> int:
+# ---------------------------------------------------------------- notebook reuse
+#: the executed copy's metadata key holding this runner's stamp
+STAMP = "jlml"
+
+
+def stamp_inputs(path: Path, params: dict[str, Any]) -> dict[str, Any]:
+    """What an execution of the notebook depends on, besides the run records: its file, its
+    parameters, the bytes of every parameter that names a file (the ``init`` checkpoint), the code."""
+    params = json.loads(json.dumps(params, default=str))  # as the executed copy stores them
+    files = {k: file_sha256(v) for k, v in params.items() if isinstance(v, str) and Path(v).is_file()}
+    return {"notebook": file_sha256(path), "parameters": params, "files": files, "code": code_fingerprint()}
+
+
+_stamps: dict[tuple[str, int, int], Any] = {}
+
+
+def read_stamp(executed: Path) -> dict[str, Any] | None:
+    """The stamp of an executed copy (None: no copy, not executed by this runner, or unreadable).
+    Read as plain JSON (no nbformat validation of a copy that is only looked at), once per
+    version of the file: the ETA looks at every later copy after each notebook."""
+    try:
+        st = executed.stat()
+        key = (str(executed), st.st_size, st.st_mtime_ns)
+        if key not in _stamps:
+            _stamps[key] = json.loads(executed.read_text(encoding="utf-8"))["metadata"].get(STAMP)
+        stamp = _stamps[key]
+    except (OSError, ValueError, KeyError, AttributeError):
+        return None
+    return stamp if isinstance(stamp, dict) and {"inputs", "started", "finished"} <= stamp.keys() else None
+
+
+def write_stamp(executed: Path, inputs: dict[str, Any], started: float, finished: float, ok: bool) -> None:
+    """Stamp the executed copy papermill wrote (atomically; nbformat's own layout kept)."""
+    nb = json.loads(executed.read_text(encoding="utf-8"))
+    nb.setdefault("metadata", {})[STAMP] = {"inputs": inputs, "started": started, "finished": finished,
+                                            "ok": ok}
+    write_text(executed, json.dumps(nb, indent=1, ensure_ascii=False, sort_keys=True) + "\n")
+
+
+def run_records(runs_root: Path) -> list[tuple[Path, float]]:
+    """Every run record under ``runs_root`` and its modification time."""
+    found = []
+    for path in runs_root.rglob(METRICS) if runs_root.is_dir() else []:
+        try:
+            found.append((path, path.stat().st_mtime))
+        except OSError:  # removed while we looked
+            continue
+    return found
+
+
+def unchanged_since(path: Path, params: dict[str, Any], plan: Plan,
+                    records: list[tuple[Path, float]] | None = None) -> float | None:
+    """When the notebook last executed, if it may be skipped now (module docstring: how reuse is
+    decided); None when it must execute."""
+    if plan.fresh:
+        return None
+    stamp = read_stamp(plan.executed_dir / path.name)
+    if stamp is None or not stamp.get("ok") or stamp["inputs"] != stamp_inputs(path, params):
+        return None
+    # the time windows in which later notebooks executed: what they wrote, this one never read
+    windows = [(s["started"], s["finished"]) for later in sorted(plan.executed_dir.glob("*.ipynb"))
+               if later.stem > path.stem and (s := read_stamp(later))]
+    for _, mtime in run_records(repo_root() / RUNS) if records is None else records:
+        if mtime > stamp["finished"] and not any(a <= mtime <= b for a, b in windows):
+            return None
+    return float(stamp["finished"])
+
+
+# ---------------------------------------------------------------- running
+@contextlib.contextmanager
+def fresh_runs(fresh: bool) -> Iterator[None]:
+    """``JLML_FRESH=1`` for the kernels (they inherit this environment) while the workbook runs."""
+    before = os.environ.get(FRESH_ENV)
+    if fresh:
+        os.environ[FRESH_ENV] = "1"
+    try:
+        yield
+    finally:
+        if fresh:
+            if before is None:
+                os.environ.pop(FRESH_ENV, None)
+            else:
+                os.environ[FRESH_ENV] = before
+
+
+def describe(plan: Plan) -> str:
+    """The first line: which run this is and what the other one would add."""
+    full = "; ".join(f"{stem}: {' '.join(f'{k}={v}' for k, v in add.items())}" for stem, add in FULL_RUN.items())
+    kind = (f"full run ({full})" if plan.full else
+            f"quick run (each notebook's defaults; `jlml workbook --full` adds {full})")
+    reuse = ("--fresh: every notebook executes and every run is trained anew" if plan.fresh else
+             "unchanged notebooks are skipped, finished runs reused (--fresh forces all)")
+    return f"jlml workbook: {len(plan.notebooks)} notebook(s), {kind}; {reuse}"
+
+
+def run(plan: Plan, *, log: Callable[[str], Any] = print) -> int:
+    """Execute (or skip) the plan's notebooks in order, then rebuild the tables; 0 or 1 (failed)."""
     # imported here: papermill takes seconds to import, and environment.py (00_setup) imports
     # this module for DATASETS only
     import papermill as pm
 
+    from jlml_lib.workbook import progress
+
     plan.executed_dir.mkdir(parents=True, exist_ok=True)
+    timings_file, kind = plan.executed_dir / TIMINGS, plan.kind()
+    times = progress.load(timings_file).get(kind, {})
+    params = {path.stem: notebook_parameters(path, plan) for path in plan.notebooks}
+
+    def eta(after: int) -> str:
+        """The expected remaining time after notebook ``after`` (0-based): the measured times
+        of the remaining ones that will probably execute (those that look unchanged now are
+        counted as skipped)."""
+        records = run_records(repo_root() / RUNS)
+        rest = [p for p in plan.notebooks[after + 1:] if unchanged_since(p, params[p.stem], plan, records) is None]
+        return progress.remaining(times, [p.stem for p in rest])
+
+    log(f"{describe(plan)}; {eta(-1)}")
     total = time.perf_counter()
-    for i, path in enumerate(plan.notebooks, 1):
-        params = notebook_parameters(path, plan)
-        out = plan.executed_dir / path.name
-        shown = " ".join(f"{k}={v}" for k, v in params.items())
-        log(f"[{i}/{len(plan.notebooks)}] {path.name} {shown}".rstrip())
-        start = time.perf_counter()
-        try:
-            with kernel_options() as options:
-                pm.execute_notebook(str(path), str(out), parameters=params, cwd=str(repo_root()),
-                                    kernel_name="python3", progress_bar=False, log_output=False, **options)
-        except pm.PapermillExecutionError as err:
-            log(f"FAILED {path.name} at cell {err.exec_count} after {time.perf_counter() - start:.0f} s: "
-                f"{err.ename}: {err.evalue}\n  the executed copy (with the error) is kept at {out}")
-            return 1
-        shown_out = out.relative_to(repo_root()) if out.is_relative_to(repo_root()) else out
-        log(f"      done in {time.perf_counter() - start:.0f} s -> {shown_out}")
+    with fresh_runs(plan.fresh):
+        for i, path in enumerate(plan.notebooks):
+            head = f"[{i + 1}/{len(plan.notebooks)}] {path.name}"
+            since = unchanged_since(path, params[path.stem], plan)
+            if since is not None:
+                log(f"{head} unchanged since {time.strftime('%Y-%m-%d %H:%M', time.localtime(since))}, skipped")
+                continue
+            out = plan.executed_dir / path.name
+            shown = " ".join(f"{k}={v}" for k, v in params[path.stem].items())
+            last = f" (last time {progress.duration(times[path.stem])})" if path.stem in times else ""
+            log(" ".join(filter(None, (head, shown))) + last)
+            inputs = stamp_inputs(path, params[path.stem])
+            started, start = time.time(), time.perf_counter()
+            try:
+                with kernel_options() as options:
+                    pm.execute_notebook(str(path), str(out), parameters=params[path.stem], cwd=str(repo_root()),
+                                        kernel_name="python3", progress_bar=False, log_output=False, **options)
+            except pm.PapermillExecutionError as err:
+                # stamped too (not ok): the runs it wrote fall in its time window
+                write_stamp(out, inputs, started, time.time(), ok=False)
+                log(f"FAILED {path.name} at cell {err.exec_count} after "
+                    f"{progress.duration(time.perf_counter() - start)}: {err.ename}: {err.evalue}\n"
+                    f"  the executed copy (with the error) is kept at {out}")
+                return 1
+            seconds = time.perf_counter() - start
+            write_stamp(out, inputs, started, time.time(), ok=True)
+            progress.record(timings_file, kind, path.stem, seconds)
+            times[path.stem] = seconds
+            shown_out = out.relative_to(repo_root()) if out.is_relative_to(repo_root()) else out
+            log(f"      done in {progress.duration(seconds)} -> {shown_out}; {eta(i)}")
     written = build_tables(repo_root() / RUNS, repo_root() / TABLES)
-    log(f"tables: {len(written)} files in {TABLES}/; workbook wall time {time.perf_counter() - total:.0f} s")
+    log(f"tables: {len(written)} files in {TABLES}/; workbook wall time "
+        f"{progress.duration(time.perf_counter() - total)}")
     return 0
 
 
@@ -209,11 +374,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data-root", action="append", default=[], metavar="NAME=PATH",
                    help=f"a real dataset copy; NAME in {', '.join(DATASETS)}; repeat for several")
     p.add_argument("--seed", type=int)
+    p.add_argument("--full", action="store_true",
+                   help="also the heavy studies the quick run leaves out: " + "; ".join(
+                       f"{stem} {' '.join(f'{k}={v}' for k, v in add.items())}" for stem, add in FULL_RUN.items()))
+    p.add_argument("--fresh", action="store_true",
+                   help="execute every notebook and train every run anew (finished runs are set aside, not reused)")
     args = p.parse_args(argv)
     try:
         params = {k: v for k, v in (("profile", args.profile), ("device", args.device),
                                     ("nproc", args.nproc), ("seed", args.seed)) if v is not None}
-        plan = Plan(select(args.only, args.start), params, parse_data_roots(args.data_root))
+        plan = Plan(select(args.only, args.start), params, parse_data_roots(args.data_root),
+                    full=args.full, fresh=args.fresh)
     except ConfigError as err:
         print(f"jlml workbook: {err}", file=sys.stderr)
         return 2

@@ -1,0 +1,58 @@
+"""`jlml workbook`'s progress: each notebook's last measured time and the expected remaining time.
+
+The times live in ``results/executed/timings.json`` (``paths.TIMINGS``) as
+``{kind: {notebook: seconds}}``, where ``kind`` says what was run (quick or full, profile,
+device, real data: :meth:`jlml_lib.workbook.runner.Plan.kind`), since a full or GPU run of a
+notebook takes another time than a quick CPU one. Only executed notebooks are timed; a skipped
+one costs nothing and keeps its time.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Iterable, Mapping
+
+from jlml_lib.io import write_json
+
+
+def duration(seconds: float) -> str:
+    """``"42 s"``, ``"3 min 05 s"``, ``"1 h 02 min"``: what a person reads at a glance."""
+    s = int(round(seconds))
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min {s % 60:02d} s"
+    return f"{s // 3600} h {s % 3600 // 60:02d} min"
+
+
+def load(path: str | os.PathLike) -> dict[str, dict[str, float]]:
+    """Every kind's measured times ({} when there are none or the file is unreadable)."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def record(path: str | os.PathLike, kind: str, notebook: str, seconds: float) -> None:
+    """Keep ``seconds`` as the last measured time of ``notebook`` under ``kind`` (atomic)."""
+    data = load(path)
+    data.setdefault(kind, {})[notebook] = round(float(seconds), 1)
+    write_json(path, data)
+
+
+def remaining(times: Mapping[str, float], to_run: Iterable[str]) -> str:
+    """The expected remaining time of the notebooks ``to_run`` from their last measured
+    ``times``: ``"remaining ≈ 12 min 30 s"``, with the notebooks never measured named
+    (``"remaining ≈ 3 min + 08_ablations (not measured yet)"``, or ``"remaining: unknown"``
+    when none was measured)."""
+    to_run = list(to_run)
+    if not to_run:
+        return "remaining: none"
+    known = [times[n] for n in to_run if n in times]
+    unknown = [n for n in to_run if n not in times]
+    if not known:
+        return "remaining: unknown (no measured time yet)"
+    text = f"remaining ≈ {duration(sum(known))}"
+    return text + (f" + {', '.join(unknown)} (not measured yet)" if unknown else "")
