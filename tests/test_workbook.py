@@ -186,7 +186,8 @@ def test_fresh_reaches_the_kernels_environment(monkeypatch):
 
 @pytest.mark.slow
 def test_jlml_workbook_only_02_runs_through_papermill():
-    out = subprocess.run([sys.executable, "-m", "jlml_lib.cli", "workbook", "--only", "02"], cwd=ROOT,
+    # --fresh: executed even when an earlier `make workbook` left an unchanged copy to skip
+    out = subprocess.run([sys.executable, "-m", "jlml_lib.cli", "workbook", "--only", "02", "--fresh"], cwd=ROOT,
                          capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
     assert "[1/1] 02_model.ipynb" in out.stdout and "done in" in out.stdout
