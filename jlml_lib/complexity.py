@@ -30,7 +30,8 @@ from torch.utils.flop_counter import FlopCounterMode
 from jlml_lib.model import JLML, jlml_resnet39
 
 __all__ = ["count_parameters", "count_macs", "layer_output_sizes", "ModelCost", "measure", "torchvision_cost",
-           "TABLE13_MODELS", "table13_measured", "CONVENTION", "TraceStep", "stage_name", "trace_stages"]
+           "TABLE13_MODELS", "table13_measured", "CONVENTION", "parameters_by_part", "TraceStep", "stage_name",
+           "trace_stages"]
 
 # Table 13's reference CNNs, built from torchvision's definitions (random weights: nothing downloaded).
 TABLE13_MODELS = ("alexnet", "vgg16", "resnet50", "googlenet")
@@ -65,6 +66,18 @@ def count_macs(model: nn.Module, input_size: tuple[int, int] = (224, 224)) -> in
     finally:
         model.train(was_training)
     return counter.get_total_flops() // 2
+
+
+def parameters_by_part(model: JLML) -> dict[str, int]:
+    """Learnable parameters of each part of JLML-ResNet39 (BN included); the ID classifiers last.
+
+    Everything but the classifiers sums to :func:`count_parameters` (Table 13's convention).
+    """
+    parts = {"conv1 (shared)": [model.conv1, model.local_conv1], "global stages": [model.global_stages],
+             "local stages (all streams)": [model.local_stages], "global feature layer (W_G)": [model.global_fc],
+             "local feature layer (W_L)": [model.local_fc], "ID classifiers": _final_classifier(model)}
+    return {name: sum(p.numel() for mod in mods if mod is not None for p in mod.parameters())
+            for name, mods in parts.items()}
 
 
 def layer_output_sizes(model: JLML, input_size: tuple[int, int] = (224, 224)) -> dict[str, tuple[int, int]]:

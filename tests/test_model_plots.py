@@ -111,3 +111,15 @@ def test_the_synthetic_person_and_its_stripes():
     titles = [a.get_title() for a in fig.axes]
     assert "stripe 2: input rows 56–111" in titles and "stream 4 receives conv1 32×28×112" in titles
     assert model.training
+
+
+@pytest.mark.parametrize("kw", [{}, {"shared_conv1": False}, {"head": "uni"}])
+def test_parameters_by_part_add_up_to_table13s_count(kw):
+    from jlml_lib.complexity import count_parameters, parameters_by_part
+
+    model = jlml_resnet39(751, **kw)
+    parts = parameters_by_part(model)
+    assert sum(parts.values()) == sum(p.numel() for p in model.parameters())
+    assert sum(v for k, v in parts.items() if k != "ID classifiers") == count_parameters(model)
+    # by hand: W_L is (512 × 4·256) without bias, then BN's weight and bias (2 × 512)
+    assert parts["local feature layer (W_L)"] == 512 * 1024 + 2 * 512
