@@ -21,6 +21,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+    "evaluate": ("jlml_lib.evaluate_model", "evaluate a trained model on any test set (cross-dataset too)"),
+    "embed": ("jlml_lib.search:embed_main", "features of your own images (files or folders) -> .npz"),
+    "search": ("jlml_lib.search:search_main", "rank a folder of images for each query -> an HTML page"),
+    "export": ("jlml_lib.export", "export a trained model's feature graph to ONNX (pip install .[export])"),
 def _usage() -> str:
     lines = ["usage: jlml COMMAND [ARGS...]", "", "commands:"]
     lines += [f"  {name:<11} {help_}" for name, (_, help_) in COMMANDS.items()]

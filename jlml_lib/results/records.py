@@ -108,7 +108,11 @@ SOURCES = ("real", "synthetic")
 # take a cell that is not theirs.
 DEFAULT_VARIANT: dict[str, Any] = {"feature": "joint", "loss": "multi", "shared_conv1": True, "sfl": True,
                                    "feature_layer": "bn", "aggregate": "none", "rerank": False, "lambda": "paper",
-                                   "study": "none"}
+                                   "study": "none", "trained_on": "same"}
+#: issue 20: the training data of a model that `jlml evaluate` tested ("same": a run's own evaluation, every
+#: record before); the tested-on dataset is the record's ``dataset``. Any other value never fills a cell.
+TRAINED_ON = ("same", "market1501", "cuhk03-labeled", "cuhk03-detected", "viper", "grid", "cuhk03+market1501",
+              "imagenet")
 VARIANT_CHOICES: dict[str, tuple] = {
     "feature": FEATURE_KINDS,
     "loss": HEADS,
@@ -119,6 +123,7 @@ VARIANT_CHOICES: dict[str, tuple] = {
     "rerank": (False, True),             # issue 13: k-reciprocal re-ranked evaluation (beyond the paper)
     "lambda": ("paper", "custom"),       # Eq. (5)'s λ: the paper's 5e-4 for both terms, or another (with SFL on)
     "study": STUDIES,                    # a run made for a study beyond the tables (08's selection grid)
+    "trained_on": TRAINED_ON,            # issue 20: `jlml evaluate` of a model trained on this dataset
 }
 #: a dataset_stats record's metrics: Table 2's columns (the tables read them from here)
 STATS_KEYS = ("cams", "ids", "train_ids", "test_ids", "labelled", "detected")
