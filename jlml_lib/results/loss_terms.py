@@ -72,12 +72,13 @@ def final_model_weights(run_dir: str | os.PathLike) -> tuple[torch.Tensor, torch
 def l12_groups(W_L: torch.Tensor, m: int) -> dict[str, Any]:
     """Eq. (2)'s groups of ``W_L`` (c_l × m·d_l): their count, size, mean |w|, mean ℓ1 and mean ℓ1²,
     and ℓ1,2 itself (= groups × mean ℓ1², checked against ``losses.exclusive_group_lasso_l12``)."""
-    c_l, cols = W_L.shape
+    W = W_L.detach().double()
+    c_l, cols = W.shape
     d_l = cols // m
-    l1 = W_L.detach().reshape(c_l, m, d_l).abs().sum(dim=2).double()
-    out = {"c_l": c_l, "m": m, "d_l": d_l, "groups": c_l * m, "mean_abs_w": float(W_L.abs().double().mean()),
+    l1 = W.reshape(c_l, m, d_l).abs().sum(dim=2)
+    out = {"c_l": c_l, "m": m, "d_l": d_l, "groups": c_l * m, "mean_abs_w": float(W.abs().mean()),
            "mean_group_l1": float(l1.mean()), "mean_group_l1_squared": float(l1.square().mean()),
-           "l12": float(exclusive_group_lasso_l12(W_L.detach().double(), m))}
+           "l12": float(exclusive_group_lasso_l12(W, m))}
     assert math.isclose(out["groups"] * out["mean_group_l1_squared"], out["l12"], rel_tol=1e-9)
     return out
 
