@@ -7,7 +7,7 @@ import os
 import sys
 import time
 
-from jlml_lib.errors import ConfigError, DataError
+from jlml_lib.errors import run_cli
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -32,27 +32,27 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    try:
-        if args.cmd == "list":
-            from jlml_lib.data.base import dataset_names
+    return run_cli(f"jlml data {args.cmd}", lambda: _main(args))
 
-            print("\n".join(dataset_names()))
-            return 0
-        if args.cmd == "generate":
-            from jlml_lib.data.synthetic import generate
 
-            t = time.perf_counter()
-            workers = args.workers if args.workers > 0 else (os.cpu_count() or 1)
-            path = generate(args.name, args.root, scale=args.scale, seed=args.seed,
-                            structure_only=args.structure_only, workers=workers)
-            print(f"wrote synthetic {args.name} to {path} in {time.perf_counter() - t:.1f} s")
-            return 0
-        from jlml_lib.data.verify import verify
+def _main(args: argparse.Namespace) -> int:
+    if args.cmd == "list":
+        from jlml_lib.data.base import dataset_names
 
-        rep = verify(args.name, args.root, quick=args.quick)
-    except (DataError, ConfigError) as exc:
-        print(f"jlml data: {exc}", file=sys.stderr)
-        return 2
+        print("\n".join(dataset_names()))
+        return 0
+    if args.cmd == "generate":
+        from jlml_lib.data.synthetic import generate
+
+        t = time.perf_counter()
+        workers = args.workers if args.workers > 0 else (os.cpu_count() or 1)
+        path = generate(args.name, args.root, scale=args.scale, seed=args.seed,
+                        structure_only=args.structure_only, workers=workers)
+        print(f"wrote synthetic {args.name} to {path} in {time.perf_counter() - t:.1f} s")
+        return 0
+    from jlml_lib.data.verify import verify
+
+    rep = verify(args.name, args.root, quick=args.quick)
     what = f"{args.name} at {rep.dataset_dir or rep.root}"
     if rep.source == "synthetic":
         what += f" (synthetic copy, checked against the manifest scaled to {rep.manifest_scale:g})"

@@ -19,15 +19,18 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+from pathlib import Path
 from typing import Any, Sequence
 
 from jlml_lib.engine.config import PROFILES, TrainConfig, make_config
-from jlml_lib.engine.loop import NonFiniteLoss
+from jlml_lib.engine.loop import NonFiniteLoss, check_before_data
 from jlml_lib.engine.run import run, run_seeds, run_splits
-from jlml_lib.errors import ConfigError, DataError
+from jlml_lib.errors import ConfigError, is_main_process, run_cli
+from jlml_lib.paths import CHECKPOINTS, LAST
 
-__all__ = ["build_parser", "config_from_args", "main"]
+__all__ = ["build_parser", "config_from_args", "parse_splits", "parse_seeds", "check_out", "resume_hint", "main"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -66,29 +69,80 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     return make_config(args.profile, args.overrides, **fields)
 
 
+def parse_splits(text: str | None) -> list[int] | str | None:
+    """``--splits``: ``all`` or a comma list of split numbers (0-based)."""
+    if text is None:
+        return None
+    if text.strip() == "all":
+        return "all"
+    return _int_list("--splits", text, "split numbers, 0-based (e.g. 0,1,2), or all")
+
+
+def parse_seeds(text: str | None) -> list[int] | None:
+    """``--seeds``: a comma list of distinct non-negative integers."""
+    return None if text is None else _int_list("--seeds", text, "seeds (e.g. 0,1,2)")
+
+
+def _int_list(option: str, text: str, what: str) -> list[int]:
+    parts = [p.strip() for p in text.split(",")]
+    try:
+        values = [int(p) for p in parts]
+    except ValueError:
+        values = []
+    if not values or any(v < 0 for v in values) or len(set(values)) != len(values):
+        raise ConfigError(f"{option} {text!r}: expected a comma list of distinct non-negative {what}.")
+    return values
+
+
+def check_out(out: str | os.PathLike) -> None:
+    """``--out`` must be a folder (new or existing) that can be written, checked before any data
+    is loaded or file written."""
+    path = Path(out).expanduser()
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"--out {str(out)!r} is a file; expected a run folder (new or existing). "
+                          "Choose another --out.")
+    existing = next(p for p in (path, *path.absolute().parents) if p.exists())
+    if not existing.is_dir():
+        raise ConfigError(f"--out {str(out)!r}: {existing} is a file, so the run folder cannot be made "
+                          "there. Choose another --out.")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"--out {str(out)!r}: {existing} is not writable. Choose a folder you may "
+                          "write to.")
+
+
+def resume_hint(out: str | os.PathLike) -> str:
+    """What Ctrl-C leaves to resume: the newest ``last.pt`` under ``out`` (a seed's or split's)."""
+    found = sorted(Path(out).glob(f"**/{CHECKPOINTS}/{LAST}"), key=lambda p: p.stat().st_mtime)
+    if not found:
+        return (f"no checkpoint had been written in {out} yet (one every ckpt_every iterations); "
+                "run the same command again to start over.")
+    return f"the same command with --resume continues from {found[-1]}."
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+    return run_cli("jlml train", lambda: _main(args), interrupted=lambda: resume_hint(args.out))
+
+
+def _main(args: argparse.Namespace) -> int:
+    cfg = config_from_args(args)
+    if args.print_config:
+        print(json.dumps(cfg.to_dict(), indent=2, allow_nan=False))
+        return 0
+    splits, seeds = parse_splits(args.splits), parse_seeds(args.seeds)
+    check_out(args.out)
+    check_before_data(cfg, init=not args.resume)  # (engine.run checks again, per run)
     try:
-        cfg = config_from_args(args)
-        if args.print_config:
-            print(json.dumps(cfg.to_dict(), indent=2))
-            return 0
-        splits = None
-        if args.splits:
-            splits = "all" if args.splits == "all" else [int(s) for s in args.splits.split(",")]
-        if args.seeds:
-            seeds = [int(s) for s in args.seeds.split(",")]
+        if seeds is not None:
             summary = run_seeds(cfg, args.out, seeds, splits=splits, resume=args.resume)
         elif splits is not None:
             summary = run_splits(cfg, args.out, splits, resume=args.resume)
         else:
             summary = run(cfg, args.out, resume=args.resume)
     except NonFiniteLoss as exc:
-        print(f"jlml train: stopped: {exc}", file=sys.stderr)
+        if is_main_process():
+            print(f"jlml train: stopped: {exc}", file=sys.stderr)
         return 3
-    except (ConfigError, DataError) as exc:
-        print(f"jlml train: {exc}", file=sys.stderr)
-        return 2
     if summary.get("metrics"):
         first = next(iter(summary["metrics"].values()))
         print(json.dumps({"out": str(args.out), "source": summary.get("source"), "metrics": first},

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import typing
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
@@ -164,6 +165,13 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
     def validate(self) -> "TrainConfig":
+        # NaN / inf anywhere would pass every comparison below and surface hours later as a
+        # "non-finite loss" (lr=nan), or as invalid JSON in config.json / --print-config
+        bad = {k: v for k, v in {**self.to_dict(), **{f"data.{k}": v for k, v in self.data_options.items()}}.items()
+               if isinstance(v, float) and not math.isfinite(v)}
+        if bad:
+            raise ConfigError(", ".join(f"{k}={v!r}" for k, v in bad.items()) + ": every number must be "
+                              "finite; give a real value (e.g. lr=0.01).")
         for key, allowed in CHOICES.items():
             if getattr(self, key) not in allowed:
                 raise ConfigError(f"{key}={getattr(self, key)!r}: expected one of {list(allowed)}.")
@@ -180,6 +188,11 @@ class TrainConfig:
         if self.workers < 0 or self.lr <= 0 or self.weight_decay < 0:
             raise ConfigError("workers and weight_decay must be >= 0 and lr > 0 "
                               f"(got workers={self.workers}, weight_decay={self.weight_decay}, lr={self.lr}).")
+        negative = [k for k in ("lr_gamma", "momentum", "classifier_lr_mult", "lambda_global", "lambda_local")
+                    if getattr(self, k) < 0]
+        if negative or self.lr_gamma == 0:
+            raise ConfigError(", ".join(f"{k}={getattr(self, k)!r}" for k in negative or ["lr_gamma"])
+                              + ": must be >= 0 (lr_gamma > 0).")
         if self.profile not in PROFILES:
             raise ConfigError(f"profile={self.profile!r}: expected one of {list(PROFILES)}.")
         bad = [k for k in self.feature_kinds() if k not in EVAL_FEATURES] or (
@@ -314,5 +327,7 @@ def config_from_dict(d: Mapping[str, Any]) -> TrainConfig:
 # Settings a resumed run may change: they do not alter the trained weights.
 RESUME_MAY_CHANGE = frozenset({
     "iterations", "workers", "threads", "log_every", "ckpt_every", "progress", "evaluate", "eval_features",
-    "eval_normalize", "eval_flip", "eval_rerank", "eval_batch_size", "ap", "data_root", "device", "study",
+    "eval_normalize", "eval_flip", "eval_rerank", "eval_batch_size", "ap", "device", "study",
 })
+# data_root is not among them: other data would meet weights trained on the first (issue 19); the
+# same folder spelled otherwise (relative, a symlink) is the same root (engine.run compares resolved paths)

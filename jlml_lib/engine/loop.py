@@ -11,7 +11,10 @@ records around it): :func:`setup` builds or resumes everything, :func:`step` is 
   (``jlml_lib.losses`` casts logits). channels_last on request (default on CUDA).
 * Checkpoints every ``ckpt_every`` iterations and at the end, atomically; a non-finite loss
   stops the run (:class:`NonFiniteLoss`) *before* anything is saved, so ``last.pt`` stays the
-  last good one.
+  last good one. A data error in the middle (an unreadable image) first saves the last completed
+  iteration (single process), so ``--resume`` loses nothing once the file is replaced.
+* A start (fresh or resumed) clears what a killed run left: temporary checkpoint files, and log
+  lines past the iteration it starts from (none on a fresh start).
 * Logging (rank 0): ``log.jsonl`` one line per ``log_every`` iterations — mean loss terms over
   the interval (averaged over ranks), LR, images/s, wall time — and a tqdm bar.
 """
@@ -30,18 +33,18 @@ import torch.distributed as dist
 from torch import nn
 from tqdm.auto import tqdm
 
-from jlml_lib.engine.checkpoint import load_checkpoint, save_checkpoint, set_rng_state
+from jlml_lib.engine.checkpoint import (check_init, load_checkpoint, remove_stale_temporaries, save_checkpoint,
+                                       set_rng_state)
 from jlml_lib.engine.config import TrainConfig
 from jlml_lib.engine.distributed import DistInfo, all_reduce_sum, cpu_threads
 from jlml_lib.engine.sampler import apply_flip, build_train_loader, flip_mask
-from jlml_lib.errors import ConfigError
+from jlml_lib.errors import ConfigError, DataError, one_line
 from jlml_lib.io import write_text
 from jlml_lib.losses import LOSS_TERMS, LossTerms, build_loss
 from jlml_lib.paths import RunDir
 
-__all__ = ["NonFiniteLoss", "FitResult", "Training", "resolve_device", "amp_dtype", "build_optimizer",
-           "setup", "step", "fit"]
-
+__all__ = ["NonFiniteLoss", "FitResult", "Training", "resolve_device", "amp_dtype", "check_device_settings",
+           "check_before_data", "build_optimizer", "setup", "step", "fit"]
 
 
 class NonFiniteLoss(RuntimeError):
@@ -75,6 +78,26 @@ def amp_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
     if cfg.amp == "fp16" and device.type != "cuda":
         raise ConfigError("amp=fp16 needs CUDA (fp16 autocast + GradScaler); on CPU use amp=bf16 or off.")
     return torch.bfloat16 if cfg.amp == "bf16" else torch.float16
+
+
+def check_device_settings(cfg: TrainConfig, device: torch.device) -> None:
+    """Settings the device cannot honour (amp=fp16, sync_bn=on without CUDA): a ConfigError."""
+    amp_dtype(cfg, device)
+    if cfg.sync_bn == "on" and device.type != "cuda":
+        raise ConfigError("sync_bn=on needs CUDA (PyTorch's SyncBatchNorm has no CPU kernel); on CPU use "
+                          "sync_bn=off (per-process BN statistics) or freeze_bn=true.")
+
+
+def check_before_data(cfg: TrainConfig, info: DistInfo = DistInfo(), *, init: bool = True) -> torch.device:
+    """Everything about a run that can be refused before its data is loaded or a file written:
+    the device and what it must support, and (``init``; a resumed run takes its weights from its
+    checkpoint instead) the ``--init`` checkpoint, readable and of this architecture
+    (:func:`jlml_lib.engine.checkpoint.check_init`). Returns the device."""
+    device = resolve_device(cfg, info)
+    check_device_settings(cfg, device)
+    if init and cfg.init:
+        check_init(cfg, cfg.init)
+    return device
 
 
 def use_channels_last(cfg: TrainConfig, device: torch.device) -> bool:
@@ -131,9 +154,7 @@ def setup(cfg: TrainConfig, num_classes: int, run: RunDir, info: DistInfo, *, re
     channels_last = use_channels_last(cfg, device)
     if channels_last:
         model.to(memory_format=torch.channels_last)
-    if cfg.sync_bn == "on" and device.type != "cuda":
-        raise ConfigError("sync_bn=on needs CUDA (PyTorch's SyncBatchNorm has no CPU kernel); on CPU use "
-                          "sync_bn=off (per-process BN statistics) or freeze_bn=true.")
+    check_device_settings(cfg, device)
     if info.distributed and (cfg.sync_bn == "on" or (cfg.sync_bn == "auto" and device.type == "cuda")):
         # 8 GPUs × 4 images: without it each BN layer would normalise over 4 images, not Table 4's 32
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
@@ -231,6 +252,28 @@ class Bookkeeper:
         if self.bar is not None:
             self.bar.update(done - self.bar.n)
 
+    def save_after_data_error(self, done: int, exc: DataError) -> DataError:
+        """The error to raise for a data error met before iteration ``done + 1``, after saving
+        the ``done`` completed iterations when that is cheap: one process (under DDP the other
+        ranks wait in a collective), something new since the start, and finite losses."""
+        saved = ""
+        if not self.info.distributed and done > self.t.start:
+            try:
+                _check_finite(self.first_bad, self.info, self.run)
+            except NonFiniteLoss:
+                pass
+            else:
+                t = self.t
+                save_checkpoint(self.run.last, model=t.model, optimizer=t.optimizer, scaler=t.scaler,
+                                iteration=done, config=self.cfg.to_dict(), num_classes=self.num_classes,
+                                data=self.data)
+                saved = f"saved {self.run.last} at iteration {done}; "
+        where = (f"{saved}fix the data, then run the same command with --resume" if saved or self.run.last.exists()
+                 else "no checkpoint had been written; fix the data and run the same command again")
+        if not saved and self.run.last.exists():
+            where += f" (continues from {self.run.last})"
+        return DataError(f"{one_line(exc)} [training stopped before iteration {done + 1}: {where}.]")
+
     def _log(self, done: int) -> None:
         all_reduce_sum(self.sums, self.info)
         n = (done - self.it_log) * self.info.world_size
@@ -271,14 +314,20 @@ def fit(cfg: TrainConfig, items: Sequence[tuple[str, int, int]], num_classes: in
     try:
         if info.is_main:
             run.path.mkdir(parents=True, exist_ok=True)
+            remove_stale_temporaries(run)
         t = setup(cfg, num_classes, run, info, resume=resume, init=init)
+        if info.is_main and t.start == 0:
+            _truncate_log(run.log, 0)  # lines of a run killed before its first checkpoint
         books = Bookkeeper(cfg, t, run, info, num_classes, data_info or {})
         batches = iter(build_train_loader(items, image_size=cfg.image_size, batch_size=cfg.batch_size,
                                           workers=cfg.workers, seed=cfg.seed, start_iteration=t.start,
                                           rank=info.rank, world_size=info.world_size,
                                           random_resized_crop=cfg.random_resized_crop))
         for it in range(t.start, cfg.iterations):
-            images, labels, _ = next(batches)
+            try:
+                images, labels, _ = next(batches)
+            except DataError as exc:
+                raise books.save_after_data_error(it, exc) from None
             books.add(it, step(t, cfg, images, labels, it, info))
             if on_iteration is not None:
                 on_iteration(it + 1, t.model)

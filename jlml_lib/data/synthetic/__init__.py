@@ -18,12 +18,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 from typing import Callable
 
 from jlml_lib.errors import ConfigError
-from jlml_lib.data.base import MARKER  # noqa: F401  (one owner: data.base; re-exported)
+from jlml_lib.data.base import MARKER, read_marker  # MARKER: one owner, data.base; re-exported
 from jlml_lib.io import write_json
 
 GENERATOR = "jlml_lib.data.synthetic"
@@ -53,6 +54,7 @@ def generate(name: str, root: str | os.PathLike, *, scale: float | None = None, 
     root = Path(root).expanduser()
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ConfigError(f"workers must be a positive integer, got {workers!r}.")
+    _check_target(root, ["cuhk03", "market1501"] if name == "cuhk03+market1501" else [name])
     if name == "cuhk03+market1501":
         for part in ("cuhk03", "market1501"):
             generate(part, root, scale=scale, seed=seed, structure_only=structure_only,
@@ -73,6 +75,32 @@ def generate(name: str, root: str | os.PathLike, *, scale: float | None = None, 
                          workers=workers)
     _mark(root, name, ddir.name, scale=float(scale), seed=seed, structure_only=structure_only)
     return ddir
+
+
+def _check_target(root: Path, names: list[str]) -> None:
+    """Refuse to write where the generator would overwrite or mix into something it did not
+    write: a file, a non-empty folder without its marker (a user's dataset, issue 19), or a
+    dataset folder its marker does not list (a real copy beside generated ones). Checked for every
+    part before anything is written."""
+    if not root.exists():
+        return
+    if not root.is_dir():
+        raise ConfigError(f"{root} is a file; synthetic data is written into a folder. Give a new or empty "
+                          "folder (or one `jlml data generate` wrote before).")
+    marked = (root / MARKER).is_file()
+    if not marked and any(root.iterdir()):
+        raise ConfigError(f"{root} is not empty and was not written by jlml (no {MARKER} in it): generating "
+                          "would mix synthetic images into it. Give a new or empty folder; to check a copy "
+                          "you have, use `jlml data verify NAME ROOT`.")
+    entries = read_marker(root).get("datasets", {})
+    writers = _writers()
+    for name in names:
+        if name not in writers:
+            continue  # an unknown name: refused by generate with the list of known ones
+        folder = root / sys.modules[writers[name].__module__].FOLDER
+        if folder.exists() and entries.get(name, {}).get("folder") != folder.name:
+            raise ConfigError(f"{folder} exists and was not written by jlml ({root / MARKER} does not list "
+                              f"{name}): generating would overwrite it. Give a new or empty folder.")
 
 
 def _mark(root: Path, name: str, folder: str, **info) -> None:
