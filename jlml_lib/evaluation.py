@@ -163,8 +163,9 @@ def _distances(distmat: Any) -> torch.Tensor:
         d = distmat.detach().cpu()
     else:
         arr = np.asarray(distmat)
-        if arr.dtype == object:
-            raise DataError("rank_metrics: distmat must be a numeric array (queries × gallery)")
+        if arr.dtype.kind not in "biuf":  # strings, objects, complex: no distance order
+            raise DataError(f"rank_metrics: distmat must be a numeric array (queries × gallery), got dtype "
+                            f"{arr.dtype}; pass the distances as numbers (e.g. pairwise_distances(q, g))")
         if not arr.dtype.isnative:
             arr = arr.astype(arr.dtype.newbyteorder("="))
         d = torch.from_numpy(np.ascontiguousarray(arr))
@@ -212,7 +213,7 @@ def _layout(q_pids: Any, g_pids: Any, q_camids: Any, g_camids: Any, nq: int, ng:
         raise DataError(f"rank_metrics: the query set is empty ({'distmat has 0 rows' if dense else 'q_feats has 0 rows'})")
     if ng == 0:
         raise DataError(f"rank_metrics: the gallery is empty ({'distmat has 0 columns' if dense else 'g_feats has 0 rows'})")
-    g_junk = np.isin(gp, np.asarray(list(junk_pids), dtype=np.int64))
+    g_junk = np.isin(gp, _labels("junk_pids", list(junk_pids), None))
     # Gallery grouped by pid (CSR): each query's same-pid images without a query × gallery scan.
     g_order = np.argsort(gp, kind="stable")
     upids, start, counts = np.unique(gp[g_order], return_index=True, return_counts=True)

@@ -142,6 +142,16 @@ def find_dataset_dir(name: str, root: str | os.PathLike) -> Path:
     for cand in candidates:
         if _holds(cand, spec.signature):
             return cand
+    # a copy that holds part of the signature (root, or a folder in it) is the one the user means:
+    # name what it lacks, not every part as missing from the folder above it
+    held = {c: sum((c / rel).exists() for rel in spec.signature) for c in [root, *candidates]}
+    partial = max(held, key=lambda c: held[c])
+    if held[partial]:
+        missing = [rel for rel in spec.signature if not (partial / rel).exists()]
+        raise DataError(
+            f"{name}: {str(partial)!r} looks like the dataset but lacks {missing} (expected "
+            f"{list(spec.signature)} in it). Restore them from the original archive; "
+            f"`jlml data verify {name} {str(partial)!r}` lists every problem.")
     missing = [rel for rel in spec.signature if not (root / rel).exists()]
     raise DataError(
         f"{name}: {str(root)!r} does not hold the dataset: expected {list(spec.signature)} in it "

@@ -24,7 +24,7 @@ from jlml_lib.engine.config import RESUME_MAY_CHANGE, TrainConfig
 from jlml_lib.engine.distributed import DistInfo, barrier, distributed_group
 from jlml_lib.engine.evaluate import (classification_accuracy, device_label, evaluate_run, evaluation_keys,
                                       parse_key, record_dirs, write_evaluation, write_record)
-from jlml_lib.engine.loop import FitResult, NonFiniteLoss, fit, resolve_device
+from jlml_lib.engine.loop import FitResult, NonFiniteLoss, check_before_data, fit, resolve_device
 from jlml_lib.errors import ConfigError, DataError
 from jlml_lib.io import write_json
 from jlml_lib.paths import RunDir
@@ -141,12 +141,31 @@ def _check_resume_config(cfg: TrainConfig, saved: dict, path: Path) -> TrainConf
     if cfg.init is None and saved.get("init"):
         cfg = dataclasses.replace(cfg, init=saved["init"])
     differ = {k: (saved.get(k), v) for k, v in cfg.to_dict().items()
-              if k not in RESUME_MAY_CHANGE and saved.get(k) != v}
+              if k not in RESUME_MAY_CHANGE and not _same_setting(k, saved.get(k), v)}
     if differ:
         raise ConfigError(f"--resume: {path} was written with other settings: "
                           + ", ".join(f"{k}: saved {a!r}, now {b!r}" for k, (a, b) in differ.items())
                           + ". Resume with the original arguments, or start a new run with a new --out.")
     return cfg
+
+
+def _same_setting(key: str, saved: Any, now: Any) -> bool:
+    """A root spelled otherwise (relative, ``~``, a symlink) is the same root."""
+    if key == "data_root" and saved and now:
+        return Path(saved).expanduser().resolve() == Path(now).expanduser().resolve()
+    return saved == now
+
+
+def _check_resume_data(last: Path, ds: ReidDataset, source: str) -> None:
+    """The data a resumed run loaded must be what its checkpoint was trained on."""
+    ckpt = load_checkpoint(last)
+    saved = {**ckpt.get("data", {}), "num_train_pids": ckpt.get("num_classes")}
+    now = {"dataset": ds.name, "source": source, "split": ds.split, "num_train_pids": ds.num_train_pids}
+    differ = {k: (saved.get(k), v) for k, v in now.items() if k in saved and saved[k] != v}
+    if differ:
+        raise ConfigError(f"--resume: {last} was trained on other data than {ds.root} holds: "
+                          + ", ".join(f"{k}: saved {a!r}, now {b!r}" for k, (a, b) in differ.items())
+                          + ". Resume with the original --data-root, or start a new run with a new --out.")
 
 
 def _start(cfg: TrainConfig, run: RunDir, resume: bool, info: DistInfo) -> tuple[TrainConfig, bool]:
@@ -181,10 +200,12 @@ def _run(cfg: TrainConfig, run: RunDir, *, resume: bool, info: DistInfo,
          on_iteration: Callable[[int, nn.Module], None] | None = None) -> dict[str, Any]:
     t_start = time.perf_counter()
     cfg, resume = _start(cfg, run, resume, info)
+    device = check_before_data(cfg, info, init=not resume)  # refused before the data is loaded
     # where the model starts (issue 19): recorded in config.json, the checkpoints and every record
     start = run_start(cfg.init, run.last if resume else None)
-    device = resolve_device(cfg, info)
     ds, source = load_data(cfg, info)
+    if resume:
+        _check_resume_data(run.last, ds, source)  # before config.json is rewritten
     if info.is_main:
         run.path.mkdir(parents=True, exist_ok=True)
         write_json(run.config, {**cfg.to_dict(), "source": source, "components": components(ds),
