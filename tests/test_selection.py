@@ -1,4 +1,4 @@
-"""jlml_lib.selection: group-sparsity statistics of W_G / W_L (Eqs. 1–2, issue 11).
+"""jlml_lib.selection: group-sparsity statistics of W_G / W_L (Eqs. 1–2, issues 11 and 18).
 
 Every expected value below is derived by hand in the comment next to it.
 """
@@ -15,8 +15,9 @@ from hypothesis.extra.numpy import arrays
 
 from jlml_lib.errors import ConfigError
 from jlml_lib.model import jlml_resnet39
-from jlml_lib.selection import (column_norms, fraction_below, hoyer, sorted_column_norms, stripe_group_norms,
-                                stripes_for_mass, summary, unit_stripe_norms, weight_summary, within_group_hoyer)
+from jlml_lib.selection import (EQ1_KEYS, EQ2_KEYS, column_norms, fraction_below, hoyer, sorted_column_norms,
+                                stripe_balance, stripe_group_norms, stripes_for_mass, summary, unit_stripe_hoyer,
+                                unit_stripe_norms, weight_summary, within_group_hoyer)
 
 SQ2 = math.sqrt(2.0)
 
@@ -107,6 +108,35 @@ def test_within_group_hoyer():
     assert np.isnan(h[1]).all()
 
 
+def test_stripe_balance_hand_cases():
+    groups = np.array([[1.0, 1.0, 1.0, 1.0],   # even: Hoyer 0 -> balance 1
+                       [2.0, 0.0, 0.0, 0.0],   # one stripe: Hoyer 1 -> 0
+                       [1.0, 1.0, 0.0, 0.0],   # 2/√2 = √2: Hoyer (2 - √2)/1 -> balance √2 - 1
+                       [0.0, 3.0, 0.0, 3.0],   # order and scale do not matter: the same as the row above
+                       [0.0, 0.0, 0.0, 0.0]])  # a dead unit: undefined
+    b = stripe_balance(groups)
+    np.testing.assert_allclose(b[:4], [1.0, 0.0, SQ2 - 1, SQ2 - 1], atol=1e-12)
+    assert np.isnan(b[4])
+    # m = 1: one stripe is all a unit has -> balanced by definition
+    np.testing.assert_array_equal(stripe_balance(np.array([[2.0], [0.5]])), [1.0, 1.0])
+
+
+def test_eq2_prefers_even_stripes_and_sparse_groups():
+    """The 4.0-vs-16.0 example: Eq. (2) charges the same ℓ1 mass 4× more on one stripe than on four,
+    and the statistics say which of the two matrices Eq. (2) prefers the right way round."""
+    from jlml_lib.losses import exclusive_group_lasso_l12
+    # one unit, m = 4, d_l = 2; ℓ1 mass 4 either way
+    even = np.array([[1.0, 0, 1, 0, 1, 0, 1, 0]])     # groups (1,1,1,1), each [1,0]: one weight per group
+    one = np.array([[4.0, 0, 0, 0, 0, 0, 0, 0]])      # groups (4,0,0,0): one stripe carries it all
+    assert float(exclusive_group_lasso_l12(torch.tensor(even), 4)) == pytest.approx(4.0)   # 1²·4
+    assert float(exclusive_group_lasso_l12(torch.tensor(one), 4)) == pytest.approx(16.0)   # 4²
+    se, so = weight_summary(np.eye(2), even, 4), weight_summary(np.eye(2), one, 4)
+    assert se["wl_stripe_balance_mean"] == pytest.approx(1.0) and so["wl_stripe_balance_mean"] == pytest.approx(0.0)
+    assert se["wl_within_group_hoyer_mean"] == pytest.approx(1.0)   # [1,0] in every group
+    # the old across-group statistic ranks them the other way: the matrix Eq. (2) penalises more is "sparser"
+    assert so["wl_group_l1_hoyer"] > se["wl_group_l1_hoyer"]
+
+
 @pytest.mark.parametrize("call,match", [
     (lambda: stripe_group_norms(np.ones((2, 6)), 4), "m=4"),
     (lambda: stripe_group_norms(np.ones((2, 6)), 0), "m=0"),
@@ -116,6 +146,8 @@ def test_within_group_hoyer():
     (lambda: stripes_for_mass(np.array([[1.0, -1.0]])), "non-negative"),
     (lambda: stripes_for_mass(np.ones((2, 2)), 0.0), "mass"),
     (lambda: within_group_hoyer(np.ones((2, 4)), 4), "at least 2"),
+    (lambda: stripe_balance(np.array([[1.0, -1.0]])), "non-negative"),
+    (lambda: stripe_balance(np.ones(3)), "units × stripes"),
     (lambda: summary(torch.nn.Linear(3, 3)), "JLML model"),
 ])
 def test_bad_input_is_a_clear_error(call, match):
@@ -143,6 +175,9 @@ def test_weight_summary_hand_case():
     assert [s[f"wl_stripes_90_frac_{n}"] for n in range(5)] == pytest.approx([0, 0.5, 0, 0, 0.5])
     # inside groups (d_l=2): [1,1] -> 0, three zero groups -> NaN (skipped), four [1,0] -> 1: mean 4/5
     assert s["wl_within_group_hoyer_mean"] == pytest.approx(0.8)
+    # across stripes: row 0 (2,0,0,0) -> balance 0, row 1 (1,1,1,1) -> 1: mean 0.5
+    assert s["wl_stripe_balance_mean"] == pytest.approx(0.5)
+    assert set(EQ1_KEYS) | set(EQ2_KEYS) <= set(s)
     assert all(isinstance(v, float) for v in s.values())
 
 
@@ -163,12 +198,15 @@ def test_summary_reads_the_models_own_matrices_and_m():
     assert s["wl_group_l1_hoyer"] == pytest.approx(r / (2 * r - 1))
     assert s["wl_stripes_90_mean"] == 1.0 and s["wl_stripes_90_frac_1"] == 1.0
     assert s["wl_within_group_hoyer_mean"] == pytest.approx(1.0)
+    assert s["wl_stripe_balance_mean"] == pytest.approx(0.0)   # every unit on one stripe
     # the picture arrays
     cols = sorted_column_norms(model)
     assert cols.shape == (512,) and cols[0] == pytest.approx(r) and not cols[1:].any()
     heat = unit_stripe_norms(model)
     assert heat.shape == (512, 4)
     np.testing.assert_allclose(heat, np.tile([0.0, 0.0, 1.0, 0.0], (512, 1)))
+    inside = unit_stripe_hoyer(model)   # stripe 2's groups hold one weight each (1); the others are zero (NaN)
+    assert inside.shape == (512, 4) and (inside[:, 2] == 1.0).all() and np.isnan(inside[:, [0, 1, 3]]).all()
 
 
 # ---------------------------------------------------------------- the mechanism, in a short run

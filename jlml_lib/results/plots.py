@@ -27,6 +27,7 @@ from jlml_lib.losses import LOSS_TERMS
 from jlml_lib.results.records import DEFAULT_VARIANT
 from jlml_lib.results.runs import read_log
 from jlml_lib.results.tables import CAPTIONS, source_data
+from jlml_lib.selection import stripe_balance
 
 Item = tuple[str, int, int]  # (image_ref, pid, camid), as in ReidDataset
 
@@ -297,22 +298,42 @@ def plot_camera_matrix(rank1: pd.DataFrame, queries: pd.DataFrame | None = None,
     return _finish(fig, path)
 
 
-def plot_selection_norms(groups: np.ndarray, column_norms: np.ndarray, title: str = "",
-                         path: str | os.PathLike | None = None) -> Figure:
-    """Left: W_L's (unit, stripe) group ℓ1 norms, Eq. (2) (:func:`jlml_lib.selection.unit_stripe_norms`),
-    one column per output unit, units ordered by their strongest stripe and then by its norm.
-    Right: W_G's input-column ℓ2 norms, Eq. (1), largest first (:func:`jlml_lib.selection.sorted_column_norms`)."""
+def plot_selection_norms(groups: np.ndarray, column_norms: np.ndarray, within: np.ndarray | None = None,
+                         title: str = "", path: str | os.PathLike | None = None) -> Figure:
+    """One panel per statistic an equation acts on (issue 18), every scale from 0:
+
+    * Eq. (1): W_G's input-column ℓ2 norms, largest first (:func:`jlml_lib.selection.sorted_column_norms`);
+      a line falling to 0 is columns switched off;
+    * Eq. (2), inside the groups (when ``within`` is given, :func:`jlml_lib.selection.unit_stripe_hoyer`):
+      the Hoyer sparsity of each (output unit, stripe) group of W_L, units in their own order (never
+      sorted by a stripe), colours 0 … 1;
+    * Eq. (2), across the stripes: each unit's balance of its m group-ℓ1 norms (``groups``,
+      :func:`jlml_lib.selection.unit_stripe_norms`; 1 = every stripe carries the same mass,
+      :func:`jlml_lib.selection.stripe_balance`) as a histogram on [0, 1].
+    """
     g = np.asarray(groups, dtype=float)
-    top = g.argmax(axis=1)
-    order = np.lexsort((-g.max(axis=1), top))
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 3.2), gridspec_kw={"width_ratios": [3, 1]})
-    im = ax1.imshow(g[order].T, aspect="auto", cmap="magma", interpolation="nearest")
-    ax1.set_yticks(range(g.shape[1]), [f"stripe {j + 1}" for j in range(g.shape[1])], fontsize=8)
-    ax1.set(xlabel="output unit of the local feature layer (sorted by its strongest stripe)",
-            title=f"{title} W_L group ℓ1 norms (Eq. 2)".strip())
-    fig.colorbar(im, ax=ax1, label="ℓ1 norm")
-    ax2.plot(np.arange(1, len(column_norms) + 1), column_norms, color="k")
-    ax2.set(ylim=(0, None), xlabel="input column (sorted)", ylabel="ℓ2 norm",
-            title=f"{title} W_G column norms (Eq. 1)".strip())
+    balance = stripe_balance(g)
+    cols = np.asarray(column_norms, dtype=float)
+    n = 3 if within is not None else 2
+    fig, axes = plt.subplots(1, n, figsize=(5 * n, 3.2),
+                             gridspec_kw={"width_ratios": [1, 3, 1.2] if n == 3 else [1, 1.2]})
+    ax = axes[0]
+    ax.plot(np.arange(1, len(cols) + 1), cols, color="k")
+    ax.set(ylim=(0, None), xlabel="input column (sorted, largest first)", ylabel="ℓ2 norm",
+           title=f"{title} Eq. 1: W_G column norms".strip())
+    if within is not None:
+        ax = axes[1]
+        h = np.asarray(within, dtype=float)
+        im = ax.imshow(h.T, aspect="auto", cmap="viridis", vmin=0.0, vmax=1.0, interpolation="nearest")
+        ax.set_yticks(range(h.shape[1]), [f"stripe {j + 1}" for j in range(h.shape[1])], fontsize=8)
+        ax.set(xlabel="output unit of the local feature layer (own order)",
+               title=f"{title} Eq. 2: sparsity inside each (unit, stripe) group, mean {np.nanmean(h):.3f}".strip())
+        fig.colorbar(im, ax=ax, label="Hoyer sparsity (0 = even, 1 = one weight)")
+    ax = axes[-1]
+    ax.hist(balance[np.isfinite(balance)], bins=np.linspace(0.0, 1.0, 21), color="tab:blue")
+    ax.axvline(np.nanmean(balance), color="k", linestyle="--", label=f"mean {np.nanmean(balance):.3f}")
+    ax.set(xlim=(0, 1), xlabel="balance across the stripes (1 = even)", ylabel="units",
+           title=f"{title} Eq. 2: balance across stripes".strip())
+    ax.legend(fontsize=8)
     fig.tight_layout()
     return _finish(fig, path)

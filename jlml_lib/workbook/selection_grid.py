@@ -1,8 +1,9 @@
 """Does selective feature learning select? The feature layer × SFL grid of 08's Table 12 section.
 
 Short runs on the smoke profile, one per (feature layer, SFL on/off, λ, seed), each measured by
-:mod:`jlml_lib.selection` (what Eqs. 1–2 did to W_G's columns and W_L's stripe groups) and, when
-evaluated, by Rank-1 / mAP. Used by ``notebooks/08_ablations.ipynb`` (a reduced grid under nbval,
+:mod:`jlml_lib.selection` on the statistic each equation acts on — Eq. (1): the sparsity of W_G's
+input-column norms; Eq. (2): the sparsity *inside* W_L's (unit, stripe) groups, beside the balance
+*across* a unit's stripes that Eq. (2) keeps high — and, when evaluated, by Rank-1 / mAP. Used by ``notebooks/08_ablations.ipynb`` (a reduced grid under nbval,
 the full one under ``jlml workbook``) and by ``benchmarks/sfl_selection.py`` (the same grid from a
 shell). Runs are reused when asked again with the same settings, so an interrupted grid continues.
 
@@ -17,7 +18,7 @@ import dataclasses
 import json
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, NamedTuple, Sequence
 
 import numpy as np
 import pandas as pd
@@ -33,9 +34,12 @@ from jlml_lib.train import run
 
 RAISED = (0.05, 0.005)   # λ_global, λ_local large enough to show the mechanism in 300 smoke iterations
 PAPER = (LAMBDA, LAMBDA)  # §2.2 after Eq. (5)
-#: the statistics shown by default (selection.summary's keys)
-SHOWN = ("wg_col_l2_hoyer", "wg_col_frac_below_1pct", "wl_group_l1_hoyer", "wl_stripes_90_mean",
-         "wl_within_group_hoyer_mean", "wg_col_l2_max", "wl_group_l1_max")
+#: the statistics shown by default (selection.summary's keys): what Eq. (1) and Eq. (2) act on, then the
+#: largest norms (how far W shrank). The across-group ones (wl_group_l1_hoyer, wl_stripes_90_*) stay in
+#: every row but are not shown: Eq. (2) does not make them grow (jlml_lib.selection's docstring)
+SHOWN = (*selection.EQ1_KEYS, *selection.EQ2_KEYS, "wg_col_l2_max", "wl_group_l1_max")
+#: the on/off ratios shown by default: one statistic per equation, the balance Eq. (2) keeps, Rank-1
+EFFECTS = ("wg_col_l2_hoyer", "wl_within_group_hoyer_mean", "wl_stripe_balance_mean", "rank1")
 RECORD = "selection.json"  # beside each run's own files: its row, trace and settings
 KEYS = ["lambda_global", "lambda_local", "feature_layer", "sfl"]
 
@@ -75,6 +79,11 @@ def run_one(cell: Cell, seed: int, out: Path, *, iterations: int | None, evaluat
         if want != have:
             raise ConfigError(f"{run_dir.path} was trained with {have}, this grid asks for {want}; "
                               "choose another folder for other settings.")
+        if missing := [k for k in (*selection.EQ1_KEYS, *selection.EQ2_KEYS) if k not in saved["row"]]:
+            # a run recorded before these statistics existed (issue 18): measure its saved model again
+            model, _ = load_model(run_dir.final)
+            saved["row"].update(selection.summary(model))
+            write_json(record, saved)
         if saved.get("evaluated") or not evaluate:
             return {**saved["row"], "lambda_global": cell.lambda_global, "lambda_local": cell.lambda_local}
     overrides = [f"seed={seed}", f"feature_layer={cell.feature_layer}", f"sfl={str(cell.sfl).lower()}",
@@ -111,7 +120,7 @@ def grid(out: str | Path, *, layers: Sequence[str], lambdas: Sequence[tuple[floa
                           trace_every=trace_every, extra=extra)
             rows.append(row)
             if log:
-                log(f"{cell.name} seed {seed}: " + ", ".join(f"{k}={row[k]:.4f}" for k in SHOWN[:3]))
+                log(f"{cell.name} seed {seed}: " + ", ".join(f"{k}={row[k]:.4f}" for k in SHOWN[:4] if k in row))
     return rows
 
 
@@ -126,9 +135,12 @@ def table(rows: list[dict[str, Any]], cols: Sequence[str] = SHOWN) -> pd.DataFra
     return out.reset_index()
 
 
-def effects(rows: list[dict[str, Any]], keys: Sequence[str] = ("wg_col_l2_hoyer", "wl_group_l1_hoyer", "rank1")
-            ) -> pd.DataFrame:
-    """Per λ and feature layer: the seed-mean of each statistic with SFL off and on, and on / off."""
+def effects(rows: list[dict[str, Any]], keys: Sequence[str] = EFFECTS) -> pd.DataFrame:
+    """Per λ and feature layer: the seed-mean of each statistic with SFL off and on, and on / off.
+
+    Eq. (1) working: ``wg_col_l2_hoyer`` on/off well above 1. Eq. (2) working:
+    ``wl_within_group_hoyer_mean`` on/off above 1 *and* ``wl_stripe_balance_mean`` on/off near 1 or
+    above (every stripe stays in use). Statistics absent from the rows (old records) are skipped."""
     df = pd.DataFrame(rows)
     keys = [k for k in keys if k in df]
     mean = df.groupby(KEYS)[keys].mean()
@@ -144,11 +156,19 @@ def effects(rows: list[dict[str, Any]], keys: Sequence[str] = ("wg_col_l2_hoyer"
     return pd.DataFrame(out)
 
 
-def weights(out: str | Path, cell: Cell, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """What 08's pictures show for one trained run: W_L's (unit, stripe) group ℓ1 norms and W_G's
-    column ℓ2 norms, largest first (:func:`jlml_lib.results.plots.plot_selection_norms`)."""
+class Weights(NamedTuple):
+    """The arrays of :func:`jlml_lib.results.plots.plot_selection_norms` (``plot_selection_norms(*w)``)."""
+
+    groups: np.ndarray   # W_L's (unit, stripe) group ℓ1 norms, units in their own order (balance across stripes)
+    columns: np.ndarray  # W_G's input-column ℓ2 norms, largest first (Eq. 1)
+    within: np.ndarray   # W_L's Hoyer sparsity inside each (unit, stripe) group (Eq. 2)
+
+
+def weights(out: str | Path, cell: Cell, seed: int) -> Weights:
+    """What 08's pictures show for one trained run (:func:`jlml_lib.results.plots.plot_selection_norms`)."""
     run_dir = RunDir(Path(out) / f"{cell.name}-s{seed}")
     if not run_dir.final.exists():
         raise ConfigError(f"{run_dir.final} does not exist: run the grid for {cell.name}, seed {seed} first.")
     model, _ = load_model(run_dir.final)
-    return selection.unit_stripe_norms(model), selection.sorted_column_norms(model)
+    return Weights(selection.unit_stripe_norms(model), selection.sorted_column_norms(model),
+                   selection.unit_stripe_hoyer(model))
