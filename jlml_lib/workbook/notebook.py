@@ -97,6 +97,59 @@ def check_parameters(namespace: Mapping[str, Any], notebook: str | os.PathLike) 
             f"This notebook takes: {', '.join(sorted(allowed))}. Fix the -p option(s) of papermill "
             "or `jlml workbook`."
         )
+    if "init" in allowed:  # 04-08: say it here, at the top, when the run will not be the paper's recipe
+        recipe_banner(namespace, notebook)
+
+
+def _real_data(namespace: Mapping[str, Any], notebook: str | os.PathLike) -> bool:
+    """Whether the notebook's ``data_root`` holds a real copy of its dataset (False for a synthetic
+    copy, no root, or one that does not hold the dataset: opening it says why, a cell later)."""
+    from jlml_lib.data.base import find_dataset_dir, source_of
+    from jlml_lib.errors import DataError
+    from jlml_lib.workbook.runner import DATA_ROOT_OF  # the runner imports this module
+
+    name, root = DATA_ROOT_OF.get(notebook_path(notebook).stem), resolve_path(namespace.get("data_root"))
+    if name is None or root is None:
+        return False
+    try:
+        return source_of(name, find_dataset_dir(name, root)) == "real"
+    except (DataError, ConfigError, OSError):
+        return False
+
+
+def recipe_gap(namespace: Mapping[str, Any], notebook: str | os.PathLike) -> str | None:
+    """Why a notebook's run on REAL data with the ``paper`` profile will not be the paper's experiment
+    (§3: every re-id model starts from ImageNet; ``init`` is that checkpoint for 04-08), or None: no
+    init (from scratch), or an init that is not a real, Table 4 ImageNet model."""
+    from jlml_lib.provenance import CHECKPOINT, checkpoint_facts, read_checkpoint, start_gap
+
+    if namespace.get("profile") != "paper" or not _real_data(namespace, notebook):
+        return None
+    init = resolve_path(namespace.get("init"))
+    if init is None:
+        return "no init: this run trains from scratch, with no ImageNet start"
+    try:
+        facts = checkpoint_facts(read_checkpoint(init))
+    except ConfigError:
+        return None  # a missing init is refused by the training itself, with its own message
+    gap = start_gap({"kind": CHECKPOINT, **facts}, ("imagenet",))
+    return f"init {init}: {gap.split(': ', 1)[-1]}" if gap else None
+
+
+def recipe_banner(namespace: Mapping[str, Any], notebook: str | os.PathLike) -> str | None:
+    """The banner of a real, paper-profile notebook run whose start is not Table 4's (issue 19), shown
+    once by :func:`check_parameters`; returns its text (None: nothing to say)."""
+    from jlml_lib.paths import IMAGENET_STAGE, RunDir
+
+    gap = recipe_gap(namespace, notebook)
+    if gap is None:
+        return None
+    text = (f"NOT THE PAPER'S RECIPE — {gap}. The paper (§3, Table 4) starts every re-id model from JLML "
+            "pre-trained on ImageNet (ILSVRC2012): run 03_imagenet_pretraining on ImageNet with profile paper, "
+            f"then pass -p init {RunDir(IMAGENET_STAGE).final} (jlml workbook passes it). The numbers below are "
+            "real, but the tables mark them \"not the paper's recipe\" and never as a reproduction of the paper.")
+    _banner(text, "#e65100")
+    return text
 
 
 def resolve_path(path: str | os.PathLike | None) -> Path | None:
@@ -122,8 +175,13 @@ def synthetic_banner(source: str, what: str = "these numbers") -> None:
     text = (f"SYNTHETIC DATA — {what} come from the procedural pedestrian generator, not from the real "
             "dataset. They show that the pipeline works and how to read the results; they are NOT a "
             "reproduction of the paper. Pass data_root=... to run on the real dataset.")
+    _banner(text, "#b00020")
+
+
+def _banner(text: str, colour: str) -> None:
+    """A coloured HTML banner in a notebook, the plain text elsewhere."""
     if _in_kernel():
-        display(HTML(f'<div style="background:#b00020;color:white;padding:10px;font-weight:bold;'
+        display(HTML(f'<div style="background:{colour};color:white;padding:10px;font-weight:bold;'
                      f'font-size:110%;border-radius:4px">{text}</div>'))
     else:
         print("!" * 20, text, "!" * 20)
