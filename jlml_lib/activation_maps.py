@@ -3,7 +3,7 @@
 JLML's global branch sees the whole image; each of the m = 4 local streams sees one horizontal
 stripe of the conv1 map only (Table 1, "SL-4"). The map of a branch is the last conv stage's
 output (``conv5_x``) summed over channels of the squared activations -- the usual "activation map"
-of re-id toolkits (torchreid's ``visualize_actmap``) -- scaled to [0, 1] per image and resized to
+of re-id toolkits (torchreid's ``visualize_actmap``) -- divided by its maximum per image and resized to
 the part of the image the branch sees: the whole image for the global branch, stripe j's rows for
 local stream j (zero elsewhere: a stream cannot look outside its stripe).
 
@@ -38,10 +38,9 @@ def stripe_rows(height: int, m: int) -> list[tuple[int, int]]:
 
 
 def _scaled(a: torch.Tensor) -> torch.Tensor:
-    """Each map (N × h × w) to [0, 1] (a constant map becomes 0)."""
-    flat = a.flatten(1)
-    lo, hi = flat.min(1).values[:, None, None], flat.max(1).values[:, None, None]
-    return (a - lo) / (hi - lo).clamp_min(1e-12)
+    """Each map (N × h × w, >= 0) divided by its maximum: in [0, 1], zero where nothing fires. Not
+    min-max: at small inputs a stripe's conv5 map is 1×1, and min-max would erase it."""
+    return a / a.flatten(1).max(1).values[:, None, None].clamp_min(1e-12)
 
 
 @torch.no_grad()

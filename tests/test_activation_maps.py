@@ -21,11 +21,11 @@ def test_stripe_rows_by_hand():
 def test_shapes_and_each_stripe_covers_its_own_rows(share_local):
     torch.manual_seed(0)
     model = jlml_resnet39(5, share_local=share_local).eval()
-    x = torch.randn(2, 3, 64, 32)
+    x = torch.randn(2, 3, 128, 64)
     maps = activation_maps(model, x)
-    assert maps.shape == (2, 5, 64, 32) and maps.min() >= 0 and maps.max() <= 1
+    assert maps.shape == (2, 5, 128, 64) and maps.min() >= 0 and maps.max() <= 1
     assert (maps[:, 0].flatten(1).max(1).values > 0).all()      # the global map spans the image
-    for j, (r0, r1) in enumerate(stripe_rows(64, 4)):
+    for j, (r0, r1) in enumerate(stripe_rows(128, 4)):
         inside = maps[:, 1 + j, r0:r1]
         outside = torch.cat([maps[:, 1 + j, :r0], maps[:, 1 + j, r1:]], dim=1)
         assert (inside.flatten(1).max(1).values > 0).all() and outside.abs().max() == 0
@@ -35,10 +35,10 @@ def test_shapes_and_each_stripe_covers_its_own_rows(share_local):
 def test_a_stripe_stream_does_not_see_other_stripes():
     torch.manual_seed(0)
     model = jlml_resnet39(5).eval()
-    x = torch.randn(1, 3, 64, 32)
+    x = torch.randn(1, 3, 128, 64)   # conv5 of a stripe: 2×2 (at 64×32 it would be 1×1, a constant map)
     y = x.clone()
-    # rows 0-12 feed conv1 rows 0-6 only (3×3, stride 2): stripe 1 (conv1 rows 0-7) alone sees them
-    y[:, :, :13] = torch.randn(1, 3, 13, 32)
+    # rows 0-28 feed conv1 rows 0-14 only (3×3, stride 2): stripe 1 (conv1 rows 0-15) alone sees them
+    y[:, :, :29] = torch.randn(1, 3, 29, 64)
     a, b = activation_maps(model, x), activation_maps(model, y)
     assert not torch.allclose(a[:, 1], b[:, 1])            # stripe 1 looks there
     assert torch.equal(a[:, 2:], b[:, 2:])                  # stripes 2-4 never do

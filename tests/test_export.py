@@ -6,8 +6,8 @@ one-line message for that case is tested without them.
 """
 from __future__ import annotations
 
-import builtins
 import importlib.util
+import sys
 
 import pytest
 import torch
@@ -79,15 +79,13 @@ def test_cli(exported, tmp_path, capsys):
     assert f"opset {OPSET}" in capsys.readouterr().out and (tmp_path / "m.onnx").is_file()
 
 
-def test_missing_onnxruntime_is_one_clear_line(monkeypatch):
-    real_import = builtins.__import__
-
-    def no_ort(name, *args, **kwargs):
-        if name == "onnxruntime":
-            raise ImportError("No module named 'onnxruntime'")
-        return real_import(name, *args, **kwargs)
-
-    monkeypatch.setattr(builtins, "__import__", no_ort)
+def test_missing_onnxruntime_is_one_clear_line(monkeypatch, capsys, tmp_path):
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)   # as if not installed: import raises ImportError
+    monkeypatch.setitem(sys.modules, "onnx", None)
     with pytest.raises(ConfigError, match=r"pip install \.\[export\]") as err:
         require("onnxruntime")
     assert "\n" not in str(err.value)
+    # the command says the same in one line, exit status 2
+    run = write_run(tmp_path / "run")
+    assert main([str(run), "--out", str(tmp_path / "m.onnx")]) == 2
+    assert capsys.readouterr().err.count("\n") == 1 and not (tmp_path / "m.onnx").exists()

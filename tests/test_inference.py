@@ -68,8 +68,9 @@ def test_features_equal_the_training_evaluations(run_and_images):
     tensors = torch.stack([tm.preprocess(im) for im in pils])
     for other in (pils, arrays, tensors, [str(p) for p in paths], np.stack(arrays)):
         assert torch.equal(tm.features(other), feats)
-    assert torch.equal(tm.features(paths[::-1]), feats.flip(0))
-    assert torch.equal(tm.features(paths[2]), feats[2:3])
+    # other batches: the same up to float rounding (oneDNN's kernels depend on the batch)
+    assert torch.allclose(tm.features(paths[::-1]), feats.flip(0), rtol=1e-4, atol=1e-5)
+    assert torch.allclose(tm.features(paths[2]), feats[2:3], rtol=1e-4, atol=1e-5)
     assert tm.features(paths, kind="global").shape == (6, 512)
 
 
@@ -108,3 +109,22 @@ def test_bad_inputs_are_named(run_and_images, tmp_path):
         tm.features([])
     # a folder expands to its images, sorted
     assert list_images([paths[0].parent]) == sorted(paths)
+
+
+def test_embed_and_search_commands(run_and_images, tmp_path):
+    from jlml_lib.search import embed_main, search, search_main
+
+    run, paths = run_and_images
+    assert embed_main([str(run), str(paths[0]), str(paths[1]), "--out", str(tmp_path / "f.npz")]) == 0
+    with np.load(tmp_path / "f.npz") as z:
+        assert list(z["files"]) == [str(paths[0]), str(paths[1])] and z["features"].shape == (2, 1024)
+        assert np.array_equal(z["features"], load_model(run).features(paths[:2]).numpy())
+    # a query that is also in the gallery finds itself first, at distance 0 (§2.3's L2 distance)
+    results = search(run, [paths[3]], paths, top=4)
+    assert results[0].files[0] == paths[3] and results[0].distances[0] == pytest.approx(0, abs=1e-3)
+    assert list(results[0].distances) == sorted(results[0].distances) and len(results[0].files) == 4
+    page = tmp_path / "s.html"
+    assert search_main([str(run), "--query", str(paths[3]), "--gallery", str(paths[0].parent), "--top", "3",
+                        "--out", str(page)]) == 0
+    text = page.read_text()
+    assert text.count("data:image/jpeg;base64,") == 1 + 3 and "img3.png" in text and "src=\"http" not in text
