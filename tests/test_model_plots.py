@@ -1,6 +1,6 @@
 """Notebook 02's model pictures and the stage-by-stage trace: drawn from the model, checked against
 Table 1 (results/paper/table1.csv) and against sizes worked out by hand."""
-import matplotlib
+import matplotlib.pyplot as plt
 import pytest
 import torch
 
@@ -81,6 +81,7 @@ def test_figure1_is_drawn_from_the_stage_tables():
     assert "1024 → 512" in text and "512 → 751" in text and "1024-d" in text and "CA-4" in text
     fig = mp.plot_figure1(model)
     drawn = {t.get_text() for t in fig.axes[0].texts}
+    plt.close(fig)
     assert {b.text for b in boxes} <= drawn
 
 
@@ -96,9 +97,9 @@ def test_figure1_follows_a_changed_model(tmp_path):
     assert [b.key for b in boxes if b.kind == "classifier"] == ["joint:ID"]
     assert sum(b.kind == "local" and b.key[1].isdigit() for b in boxes) == 2 * 3
     path = tmp_path / "fig1.png"
-    mp.plot_figure1(model, (96, 48), path=path)
+    fig = mp.plot_figure1(model, (96, 48), path=path)
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert not matplotlib.pyplot.get_fignums()   # saved figures are closed
+    assert fig.number not in plt.get_fignums()   # a saved figure is closed
 
 
 def test_the_synthetic_person_and_its_stripes():
@@ -109,6 +110,7 @@ def test_the_synthetic_person_and_its_stripes():
     fig = mp.plot_stripes(model, img, source=source)
     assert len(fig.axes) == 1 + 2 * 4
     titles = [a.get_title() for a in fig.axes]
+    plt.close(fig)
     assert "stripe 2: input rows 56–111" in titles and "stream 4 receives conv1 32×28×112" in titles
     assert model.training
 
