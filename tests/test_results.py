@@ -263,6 +263,50 @@ def test_missing_key_names_file_and_key(tmp_path, missing):
     assert repr(missing) in str(err.value)
 
 
+#: a metrics.json as the first schema-1 writer left it (before selection, intervals, start and the
+#: variant keys added since), typed out by hand: every later reader must keep reading it
+OLD_RECORD = {
+    "schema_version": 1, "kind": "evaluation", "run_id": "20250101T000000Z-0a1b2c3d",
+    "created": "2025-01-01T00:00:00.000000+00:00", "dataset": "grid", "protocol": "grid", "source": "real",
+    "profile": "paper", "metrics": {"rank1": 0.25, "rank5": 0.5, "rank10": 0.625, "rank20": 0.75},
+    "config": {"lr": 0.01}, "wall_time_s": 10.0, "device": "cuda", "extra": {"aggregated_over": 10},
+    "variant": {"feature": "joint", "loss": "multi", "shared_conv1": True, "sfl": True},
+    "git": {"commit": "unknown", "dirty": None}, "versions": {}, "hardware": {},
+}
+
+
+def test_an_old_record_is_read_with_an_unknown_start(tmp_path):
+    from jlml_lib.provenance import record_start
+
+    (tmp_path / "runs" / "old").mkdir(parents=True)
+    (tmp_path / "runs" / "old" / "metrics.json").write_text(json.dumps(OLD_RECORD))
+    rec = read_metrics(tmp_path / "runs" / "old")
+    assert "start" not in rec and record_start(rec) == {"kind": "unknown"}
+    build_tables(tmp_path / "runs", tmp_path / "tables")
+    c = _csv_cell(tmp_path / "tables", 8, "JLML", "R1")
+    assert c["ours"] == pytest.approx(25.0) and c["delta"] == pytest.approx(25.0 - 37.5)  # Table 8: 37.5
+    assert c["source"].endswith("· cuda · start unknown · start not recorded: not verified as the paper's recipe · "
+                                "mean of 10 splits")
+    assert c["recipe"] == "start not recorded: not verified as the paper's recipe"
+    # the same record with a start: the paper's chain for GRID (ImageNet → CUHK03+Market-1501 → GRID)
+    imagenet = {"kind": "checkpoint", "path": "i.pt", "sha256": "0" * 64, "dataset": "imagenet", "source": "real",
+                "profile": "pretrain", "iteration": 300000, "start": {"kind": "scratch"}}
+    stage = {**imagenet, "path": "s.pt", "dataset": "cuhk03+market1501", "profile": "paper", "iteration": 50000,
+             "start": imagenet}
+    (tmp_path / "runs" / "old" / "metrics.json").write_text(json.dumps({**OLD_RECORD, "start": stage}))
+    build_tables(tmp_path / "runs", tmp_path / "tables")
+    c = _csv_cell(tmp_path / "tables", 8, "JLML", "R1")
+    assert "· cuda · from CUHK03+Market-1501 (real, paper) ← ImageNet (real, pretrain) · mean of 10" in c["source"]
+    assert c["recipe"] == "paper's recipe"
+
+
+def test_records_keep_their_start(tmp_path):
+    start = {"kind": "checkpoint", "path": "pre/checkpoints/final.pt", "sha256": "f" * 64, "dataset": "imagenet",
+             "source": "synthetic", "profile": "smoke", "iteration": 300, "start": {"kind": "scratch"}}
+    assert read_metrics(write_metrics(tmp_path / "a", **_eval_kwargs(), start=start))["start"] == start
+    assert "start" not in read_metrics(write_metrics(tmp_path / "b", **_eval_kwargs()))
+
+
 def test_bad_records_are_refused(tmp_path):
     with pytest.raises(DataError, match="fractions"):
         write_metrics(tmp_path / "pct", **_eval_kwargs(metrics={"rank1": 83.2}))
@@ -378,6 +422,12 @@ def test_build_tables_values_and_deltas(built):
     assert ns["ours"] == pytest.approx(62.5) and ns["source"].startswith("real · ")
     assert ns["delta"] == pytest.approx(62.5 - 88.3)  # real data: Δ = ours − paper
     assert "profile paper · cuda x4 (DDP)" in ns["source"]
+    # the fixture's records have no "start" (as every record before issue 19): "start unknown", and a real
+    # paper-profile one is not verified as the paper's recipe (its Δ stays, never an inside/outside mark)
+    assert "· cuda x4 (DDP) · start unknown · start not recorded: not verified as the paper's recipe" in ns["source"]
+    assert ns["recipe"] == "start not recorded: not verified as the paper's recipe" and pd.isna(ns["paper_in_interval"])
+    syn = _csv_cell(out, 6, "JLML", "SQ_R1")
+    assert syn["source"].endswith("profile smoke · cpu · start unknown") and pd.isna(syn["recipe"])
     # CUHK03: classic labelled fills Table 5; a "new"-protocol detected run must not
     assert _csv_cell(out, 5, "JLML (labelled)", "R20")["ours"] == pytest.approx(100.0)
     assert _csv_cell(out, 5, "JLML (labelled)", "R1")["ours"] == pytest.approx(75.0)
