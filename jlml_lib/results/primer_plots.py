@@ -146,7 +146,7 @@ def plot_identities(rows: Sequence[tuple[int, Sequence[tuple[str, int, int]]]], 
     """One person per row, one image per camera that saw them (the paper's Figure 2):
     ``rows`` as :func:`jlml_lib.data.examples.identities_across_cameras` returns them."""
     cols = max(len(items) for _, items in rows)
-    fig, axes = plt.subplots(len(rows), cols, figsize=(1.1 * cols + 0.6, 2.1 * len(rows)), squeeze=False)
+    fig, axes = plt.subplots(len(rows), cols, figsize=(max(5.0, 1.1 * cols + 0.6), 2.1 * len(rows)), squeeze=False)
     for r, (pid, items) in enumerate(rows):
         for c in range(cols):
             ax = axes[r, c]
