@@ -34,7 +34,8 @@ def datasets(synthetic_root):
     # the same copies as test_data_verify.py / test_data_images.py (generated once per session)
     root = synthetic_root("market1501", "cuhk03", "grid", scale={"market1501": 0.01, "cuhk03": 0.02, "grid": 0.05})
     vroot = synthetic_root("viper", scale=0.05, seed=0)
-    return {n: load_dataset(n, root) for n in ("market1501", "cuhk03", "grid")} | {"viper": load_dataset("viper", vroot)}
+    out = {n: load_dataset(n, root) for n in ("market1501", "cuhk03", "grid")}
+    return out | {"viper": load_dataset("viper", vroot)}
 
 
 def test_ranked_list_frames_each_status():

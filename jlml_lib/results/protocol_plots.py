@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -203,8 +203,3 @@ def plot_protocol(ds: ReidDataset, seed: int = 0, path: str | os.PathLike | None
     if ds.protocol not in PICTURES:
         raise DataError(f"plot_protocol: no picture for protocol {ds.protocol!r}; known: {sorted(PICTURES)}")
     return draw(PICTURES[ds.protocol](ds, seed), path)
-
-
-def protocol_numbers(pictures: Sequence[ProtocolPicture]) -> dict[str, dict[str, int]]:
-    """Every count a set of pictures draws, ``{title: {bar / segment: count}}`` (for checks)."""
-    return {p.title: {f"{bar} / {label}": n for bar, segs in p.bars for label, n, _ in segs} for p in pictures}
