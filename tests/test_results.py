@@ -235,7 +235,8 @@ def test_records_round_trip(tmp_path):
     assert rec["extra"] == {"note": "x"}
     assert rec["schema_version"] == 1 and rec["kind"] == "evaluation"
     assert rec["variant"] == {"feature": "joint", "loss": "multi", "shared_conv1": True, "sfl": True,
-                              "feature_layer": "bn", "aggregate": "none", "rerank": False, "lambda": "paper", "study": "none"}
+                              "feature_layer": "bn", "aggregate": "none", "rerank": False, "lambda": "paper", "study": "none",
+                              "trained_on": "same"}
     assert re.fullmatch(r"\d{8}T\d{6}Z-[0-9a-f]{8}", rec["run_id"])
     assert set(rec["versions"]) >= {"python", "torch", "torchvision", "numpy"}
     assert set(rec["hardware"]) >= {"cpu_model", "cpu_count", "cuda_devices"}

@@ -37,7 +37,8 @@ def test_splits_ablation_tags_and_records(tmp_path):
     assert agg["metrics"]["num_splits"] == 2 and agg["extra"]["splits"] == [0, 1]
     # the ablation switches are the record's variant: the tables find rows by it
     assert agg["variant"] == {"feature": "joint", "loss": "uni", "shared_conv1": True, "sfl": False,
-                              "feature_layer": "bn", "aggregate": "none", "rerank": False, "lambda": "paper", "study": "none"}
+                              "feature_layer": "bn", "aggregate": "none", "rerank": False, "lambda": "paper", "study": "none",
+                              "trained_on": "same"}
     glob = read_metrics(tmp_path / "eval-global")
     assert glob["variant"]["feature"] == "global" and glob["metrics"]["num_splits"] == 2
     assert summary["metrics"]["joint"]["rank1"] == agg["metrics"]["rank1"]

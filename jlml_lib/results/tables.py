@@ -44,7 +44,7 @@ import pandas as pd
 
 from jlml_lib.errors import DataError
 from jlml_lib.io import write_text
-from jlml_lib.paths import METRICS
+from jlml_lib.paths import METRICS, is_set_aside
 from jlml_lib.provenance import NOT_RECIPE, record_start, recipe_gap, start_label
 from jlml_lib.results import intervals as ci
 from jlml_lib.results.paper import load_paper_table, paper_jlml
@@ -393,6 +393,8 @@ def scan_records(runs_root: str | Path) -> tuple[list[Record], list[tuple[Path, 
     records, bad = [], []
     root = Path(runs_root)
     for path in sorted(root.rglob(METRICS)) if root.is_dir() else []:
+        if is_set_aside(path.relative_to(root)):  # a re-run's earlier copy, kept but never counted
+            continue
         try:
             rec = read_metrics(path)
         except DataError as exc:
