@@ -1,15 +1,18 @@
 """Does selective feature learning select? feature layer × SFL on/off × λ × seeds (issue 11).
 
 The grid of 08_ablations' Table 12 section (:mod:`jlml_lib.workbook.selection_grid`) from a
-shell: short runs on the synthetic smoke profile, what Eqs. (1)–(2) did to W_G and W_L
-(:mod:`jlml_lib.selection`), optionally Rank-1 / mAP. Prints mean ± std over seeds per cell and the
-on/off ratios, and writes every row to ``OUT/selection_runs.csv``.
+shell: short runs on the synthetic smoke profile, measured on the statistic each equation acts on
+(:mod:`jlml_lib.selection`): Eq. (1) the sparsity of W_G's input-column norms; Eq. (2) the sparsity
+inside W_L's (unit, stripe) groups beside the balance across a unit's stripes; optionally Rank-1 /
+mAP. Prints mean ± std over seeds per cell and the on/off ratios, and writes every row (all
+statistics, the older across-group ones included) to ``OUT/selection_runs.csv``.
 
     OMP_NUM_THREADS=1 python benchmarks/sfl_selection.py --out runs/sfl-selection --evaluate   # 2×2 × 3 seeds, both λ
     python benchmarks/sfl_selection.py --out /tmp/sfl --seeds 0 --iterations 20 --lambdas 0.05:0.005   # smoke
 
 Runs are kept in ``OUT/<cell>-s<seed>/`` and reused when the script is run again, so an
-interrupted grid continues where it stopped. A run with SFL off does not depend on λ: it is
+interrupted grid continues where it stopped; a run recorded before the Eq. (2) statistics existed
+is measured again from its saved model, not retrained. A run with SFL off does not depend on λ: it is
 trained once and shown under every λ. ``--trace-every N`` also records the statistics every N
 iterations (how fast the selection happens).
 """
