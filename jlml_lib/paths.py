@@ -37,6 +37,8 @@ RUNS = "runs"
 REID_PRETRAINING_STAGE = "runs/cuhk03+market1501"
 #: the ImageNet pre-training run of 03, whose final checkpoint starts 04-08
 IMAGENET_STAGE = "runs/03_imagenet_pretraining"
+#: where 01 leaves its Table 2 records (one dataset_stats record per dataset)
+DATA_STATS = "runs/01_data_preparation"
 #: the workbook's notebooks, their executed copies (`jlml workbook`), the paper's transcribed
 #: tables and the regenerated paper-vs-ours tables (`jlml tables`), relative to the root
 NOTEBOOKS = "notebooks"

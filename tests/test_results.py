@@ -631,3 +631,18 @@ def test_table_frames_are_what_build_tables_writes(built):
     written = pd.read_csv(out / "table11.csv")
     assert frames[11]["ours"].tolist() == pytest.approx(written["ours"].tolist(), nan_ok=True)
     assert frames[11]["source"].tolist() == written["source"].tolist()
+
+
+def test_table2_rows_from_loaded_data_fill_table2(synthetic_root, tmp_path):
+    """01's Table 2 rows, written as records, are what table2.csv shows (issue 18: 09 said "no run")."""
+    from jlml_lib.data.report import table2_row, write_table2_records
+
+    root = synthetic_root("viper", scale=0.05)
+    row = table2_row("viper", root)
+    write_table2_records([row], tmp_path / "runs")
+    build_tables(tmp_path / "runs", tmp_path / "tables")
+    df = pd.read_csv(tmp_path / "tables" / "table2.csv", keep_default_na=False, na_values=[""])
+    ours = df[df["source"].astype(str).str.contains("synthetic")]
+    assert not ours.empty, df
+    cams = ours[ours["column"].astype(str).str.lower().str.startswith("cam")]
+    assert len(cams) == 1 and float(cams.iloc[0]["ours"]) == row["cams"] == 2

@@ -19,7 +19,7 @@ import pandas as pd
 from jlml_lib.data.base import ReidDataset, load_dataset
 from jlml_lib.data.images import open_image
 from jlml_lib.paths import PAPER, REPO_ROOT
-from jlml_lib.results.records import STATS_KEYS
+from jlml_lib.results.records import STATS_KEYS, write_dataset_stats
 
 PAPER_TABLE2 = REPO_ROOT / PAPER / "table2.csv"
 BANNER = ("SYNTHETIC DATA: {names} {verb} procedurally generated stand-ins written in the "
@@ -56,6 +56,13 @@ def table2_row(name: str, root: str | Path) -> dict[str, Any]:
                        test_ids=test, labelled=n_all, detected=0)
         row["source"] = ds.source
     return {"dataset_key": name, **row}
+
+
+def write_table2_records(rows: list[dict[str, Any]], out_dir: str | Path) -> list[Path]:
+    """One Table 2 record (``kind = dataset_stats``) per row of :func:`table2_row`, in
+    ``out_dir/<dataset>``: what `jlml tables` and notebook 09 read for Table 2."""
+    return [write_dataset_stats(Path(out_dir) / r["dataset_key"], dataset=r["dataset_key"], source=r["source"],
+                                **{k: r[k] for k in STATS_KEYS}) for r in rows]
 
 
 def paper_table2() -> dict[str, dict[str, Any]]:
