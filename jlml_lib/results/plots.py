@@ -300,40 +300,41 @@ def plot_camera_matrix(rank1: pd.DataFrame, queries: pd.DataFrame | None = None,
 
 def plot_selection_norms(groups: np.ndarray, column_norms: np.ndarray, within: np.ndarray | None = None,
                          title: str = "", path: str | os.PathLike | None = None) -> Figure:
-    """One panel per statistic an equation acts on (issue 18), every scale from 0:
+    """One panel per statistic an equation acts on (issue 18), every scale from 0, left to right:
 
-    * Eq. (1): W_G's input-column ℓ2 norms, largest first (:func:`jlml_lib.selection.sorted_column_norms`);
-      a line falling to 0 is columns switched off;
-    * Eq. (2), inside the groups (when ``within`` is given, :func:`jlml_lib.selection.unit_stripe_hoyer`):
-      the Hoyer sparsity of each (output unit, stripe) group of W_L, units in their own order (never
-      sorted by a stripe), colours 0 … 1;
-    * Eq. (2), across the stripes: each unit's balance of its m group-ℓ1 norms (``groups``,
+    * Eq. (2) inside the groups: the Hoyer sparsity of each (output unit, stripe) group of W_L
+      (``within``, :func:`jlml_lib.selection.unit_stripe_hoyer`), one column per unit in its own order
+      (never sorted by a stripe), colours 0 … 1. Without ``within``: each unit's share of its ℓ1 mass
+      per stripe (``groups`` / row total), colours 0 … 1 (0.25 everywhere = perfectly even);
+    * Eq. (2) across the stripes: each unit's balance of its m group-ℓ1 norms (``groups``,
       :func:`jlml_lib.selection.unit_stripe_norms`; 1 = every stripe carries the same mass,
-      :func:`jlml_lib.selection.stripe_balance`) as a histogram on [0, 1].
+      :func:`jlml_lib.selection.stripe_balance`) as a histogram on [0, 1];
+    * Eq. (1): W_G's input-column ℓ2 norms, largest first (:func:`jlml_lib.selection.sorted_column_norms`);
+      a line falling to 0 is columns switched off.
     """
     g = np.asarray(groups, dtype=float)
     balance = stripe_balance(g)
     cols = np.asarray(column_norms, dtype=float)
-    n = 3 if within is not None else 2
-    fig, axes = plt.subplots(1, n, figsize=(5 * n, 3.2),
-                             gridspec_kw={"width_ratios": [1, 3, 1.2] if n == 3 else [1, 1.2]})
-    ax = axes[0]
-    ax.plot(np.arange(1, len(cols) + 1), cols, color="k")
-    ax.set(ylim=(0, None), xlabel="input column (sorted, largest first)", ylabel="ℓ2 norm",
-           title=f"{title} Eq. 1: W_G column norms".strip())
+    fig, (ax1, ax2, ax3) = plt.subplots(1, 3, figsize=(15, 3.2), gridspec_kw={"width_ratios": [3, 1.2, 1]})
     if within is not None:
-        ax = axes[1]
-        h = np.asarray(within, dtype=float)
-        im = ax.imshow(h.T, aspect="auto", cmap="viridis", vmin=0.0, vmax=1.0, interpolation="nearest")
-        ax.set_yticks(range(h.shape[1]), [f"stripe {j + 1}" for j in range(h.shape[1])], fontsize=8)
-        ax.set(xlabel="output unit of the local feature layer (own order)",
-               title=f"{title} Eq. 2: sparsity inside each (unit, stripe) group, mean {np.nanmean(h):.3f}".strip())
-        fig.colorbar(im, ax=ax, label="Hoyer sparsity (0 = even, 1 = one weight)")
-    ax = axes[-1]
-    ax.hist(balance[np.isfinite(balance)], bins=np.linspace(0.0, 1.0, 21), color="tab:blue")
-    ax.axvline(np.nanmean(balance), color="k", linestyle="--", label=f"mean {np.nanmean(balance):.3f}")
-    ax.set(xlim=(0, 1), xlabel="balance across the stripes (1 = even)", ylabel="units",
-           title=f"{title} Eq. 2: balance across stripes".strip())
-    ax.legend(fontsize=8)
+        heat, what = np.asarray(within, dtype=float), "sparsity inside each (unit, stripe) group"
+        label = "Hoyer sparsity (0 = even, 1 = one weight)"
+    else:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            heat = g / g.sum(axis=1, keepdims=True)
+        what, label = "each unit's share per stripe", "share of the unit's ℓ1 mass"
+    im = ax1.imshow(heat.T, aspect="auto", cmap="viridis", vmin=0.0, vmax=1.0, interpolation="nearest")
+    ax1.set_yticks(range(heat.shape[1]), [f"stripe {j + 1}" for j in range(heat.shape[1])], fontsize=8)
+    ax1.set(xlabel="output unit of the local feature layer (own order)",
+            title=f"{title} Eq. 2: {what}, mean {np.nanmean(heat):.3f}".strip())
+    fig.colorbar(im, ax=ax1, label=label)
+    ax2.hist(balance[np.isfinite(balance)], bins=np.linspace(0.0, 1.0, 21), color="tab:blue")
+    ax2.axvline(np.nanmean(balance), color="k", linestyle="--", label=f"mean {np.nanmean(balance):.3f}")
+    ax2.set(xlim=(0, 1), xlabel="balance across the stripes (1 = even)", ylabel="units",
+            title=f"{title} Eq. 2: balance across stripes".strip())
+    ax2.legend(fontsize=8)
+    ax3.plot(np.arange(1, len(cols) + 1), cols, color="k")
+    ax3.set(ylim=(0, None), xlabel="input column (sorted, largest first)", ylabel="ℓ2 norm",
+            title=f"{title} Eq. 1: W_G column norms".strip())
     fig.tight_layout()
     return _finish(fig, path)
