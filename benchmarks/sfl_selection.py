@@ -38,7 +38,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--layers", default=",".join(FEATURE_LAYERS), help=f"comma list of {FEATURE_LAYERS}")
     p.add_argument("--lambdas", default=f"{RAISED[0]}:{RAISED[1]},{PAPER[0]}:{PAPER[1]}",
                    help="comma list of λ_global:λ_local (default: the raised and the paper's)")
-    p.add_argument("--iterations", type=int, help="override the smoke profile's 300")
+    p.add_argument("--iterations", type=int, help="override the smoke profile's 120")
     p.add_argument("--evaluate", action="store_true", help="also evaluate (Rank-1 / mAP, joint feature)")
     p.add_argument("--trace-every", type=int, default=0, help="record the statistics every N iterations")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="more TrainConfig settings for every run")

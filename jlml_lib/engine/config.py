@@ -211,9 +211,9 @@ def _profile_defaults(profile: str) -> dict[str, Any]:
         return dict(profile="pretrain", dataset="imagenet", iterations=300_000, lr_step=100_000,
                     ckpt_every=5_000, evaluate=False)
     if profile == "smoke":
-        # 300 iterations with the paper's step fractions (0.4, 0.8); 64×32 images train a
+        # 120 iterations with the paper's step fractions (0.4, 0.8); 64×32 images train a
         # synthetic Market-1501 in minutes on two cores; no workers (CPU, deterministic).
-        return dict(profile="smoke", iterations=300, lr_step=120, image_height=64, image_width=32,
+        return dict(profile="smoke", iterations=120, lr_step=48, image_height=64, image_width=32,
                     workers=0, log_every=10, ckpt_every=100, eval_batch_size=64)
     raise ConfigError(f"unknown profile {profile!r}; expected one of {list(PROFILES)}.")
 

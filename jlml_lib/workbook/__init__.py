@@ -2,6 +2,9 @@
 
     runner       `jlml workbook`: the notebooks in order through papermill, then the tables
     launch       a training run as a subprocess (`python -m jlml_lib.train` or torchrun)
+    reuse        a run's fingerprint: a finished run with the same one is reused, any other set aside
+    progress     each notebook's measured time and the remaining time of a workbook run
+    selection_grid  08's feature layer × SFL grid (Table 12's mechanism)
     steps        the notebooks' steps: open a dataset, train a chain stage, compare with the
                  paper, ranked lists, the ablation variants, table updates
     notebook     parameter checking (read from the notebook's own parameters cell), paths, banner

@@ -77,7 +77,7 @@ CHAIN_CHECKPOINTS = {
 
 #: what ``jlml workbook --full`` passes beyond a notebook's defaults (the quick run that
 #: ``jlml workbook`` and nbval make): 08's Table 12 selection grid in full (3 seeds, the smoke
-#: profile's 300 iterations, both λ)
+#: profile's 120 iterations, both λ)
 FULL_RUN: dict[str, dict[str, Any]] = {
     "08_ablations": {"sfl_seeds": 3, "sfl_iterations": None, "sfl_paper_lambda": True},
 }

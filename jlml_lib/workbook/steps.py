@@ -86,9 +86,9 @@ def reid_pretraining(out_dir: str | os.PathLike = REID_PRETRAINING_STAGE, *, ini
     iterations, our choice: the paper does not say) or "pretrain" (300K); smoke runs are smoke.
 
     Returns its final checkpoint. 06 and 07 share the stage (``paths.REID_PRETRAINING_STAGE`` by
-    default): a finished one is reused when it was trained with the same profile, start
-    checkpoint, data and switches; otherwise it is trained again (a smoke model is never reused
-    for a paper run).
+    default): a finished one is reused when its fingerprint matches — the same profile, options,
+    data, start checkpoint bytes and code (:mod:`jlml_lib.workbook.reuse`); otherwise it is set
+    aside and trained again (a smoke model is never reused for a paper run).
     """
     out_dir = in_repo(out_dir)
     final = RunDir(out_dir).final
@@ -100,30 +100,11 @@ def reid_pretraining(out_dir: str | os.PathLike = REID_PRETRAINING_STAGE, *, ini
     if schedule not in ("train", "pretrain"):
         raise ConfigError(f"schedule must be 'train' or 'pretrain' (Table 4's rows), not {schedule!r}")
     stage_profile = train_profile(profile, pretraining=schedule == "pretrain")
-    if final.exists() and stage_matches(out_dir, stage_profile, init, iterations, opts):
-        print(f"reusing the CUHK03+Market-1501 model {final} (same profile, init, data and settings)")
-        return final
+    # launch.train reuses a finished stage trained with the same options, data, start checkpoint
+    # (its bytes) and code, and sets any other aside (jlml_lib.workbook.reuse): 07 reuses 06's
     train(COMBINED, out_dir, profile=stage_profile, init=init, iterations=iterations,
           nproc=nproc, overrides={**opts, "evaluate": False}, log_every_line=10)
     return final
-
-
-def stage_matches(out_dir: str | os.PathLike, profile: str, init: str | None, iterations: int | None,
-                  opts: Mapping[str, Any]) -> bool:
-    """Whether the run in ``out_dir`` was trained with this profile, start checkpoint, iteration
-    count, data roots (``data.*`` options) and switches (the other options its config holds)."""
-    try:
-        cfg = json.loads(RunDir(out_dir).config.read_text())
-    except (OSError, ValueError):
-        return False
-    wanted = {"profile": profile, "init": str(init) if init else None}
-    if iterations is not None:
-        wanted["iterations"] = int(iterations)
-    data = {k.removeprefix("data."): str(v) for k, v in opts.items() if k.startswith("data.")}
-    same = all(cfg.get(k) == v for k, v in wanted.items()) and {
-        k: str(v) for k, v in cfg.get("data_options", {}).items()} == data
-    return same and all(str(cfg.get(k)).lower() == str(v).lower() for k, v in opts.items()
-                        if not k.startswith("data.") and k in cfg)
 
 
 # ---------------------------------------------------------------- results
