@@ -1,5 +1,4 @@
 """The notebooks' steps: profiles, split choice, stage reuse, paper comparison, table updates."""
-import json
 
 import pandas as pd
 import pytest

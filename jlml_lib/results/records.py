@@ -87,7 +87,6 @@ import math
 import os
 import platform
 import subprocess
-import sys
 import uuid
 from pathlib import Path
 from typing import Any, Mapping

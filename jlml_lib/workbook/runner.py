@@ -53,7 +53,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from jlml_lib.errors import ConfigError
-from jlml_lib.io import write_json, write_text
+from jlml_lib.io import write_text
 from jlml_lib.paths import EXECUTED, IMAGENET_STAGE, METRICS, RUNS, TABLES, TIMINGS, RunDir, repo_root
 from jlml_lib.workbook.launch import FRESH_ENV
 from jlml_lib.workbook.reuse import code_fingerprint, file_sha256

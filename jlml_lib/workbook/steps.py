@@ -7,7 +7,6 @@ Training itself runs as a subprocess (:mod:`jlml_lib.workbook.launch`); reading 
 """
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any, Mapping
