@@ -45,6 +45,8 @@ NOTEBOOKS = "notebooks"
 EXECUTED = "results/executed"
 PAPER = "results/paper"
 TABLES = "results/tables"
+#: the quick synthetic run as the repository shows it (committed; jlml_lib.workbook.publish)
+PUBLISHED = "results/synthetic-run"
 #: beside the executed copies: the last measured time of each notebook (`jlml workbook`'s ETA)
 TIMINGS = "timings.json"
 

@@ -54,10 +54,11 @@ from typing import Any, Callable, Iterator
 
 from jlml_lib.errors import ConfigError
 from jlml_lib.io import write_text
-from jlml_lib.paths import EXECUTED, IMAGENET_STAGE, METRICS, RUNS, TABLES, TIMINGS, RunDir, repo_root
+from jlml_lib.paths import EXECUTED, IMAGENET_STAGE, METRICS, PUBLISHED, RUNS, TABLES, TIMINGS, RunDir, repo_root
 from jlml_lib.workbook.launch import FRESH_ENV
 from jlml_lib.workbook.reuse import code_fingerprint, file_sha256
 from jlml_lib.results.tables import build_tables
+from jlml_lib.workbook import publish
 from jlml_lib.workbook.notebook import PROFILES, declared_parameters, notebook_dir
 
 #: the workbook, in the order it runs
@@ -359,8 +360,12 @@ def run(plan: Plan, *, log: Callable[[str], Any] = print) -> int:
             shown_out = out.relative_to(repo_root()) if out.is_relative_to(repo_root()) else out
             log(f"      done in {progress.duration(seconds)} -> {shown_out}; {eta(i)}")
     written = build_tables(repo_root() / RUNS, repo_root() / TABLES)
-    log(f"tables: {len(written)} files in {TABLES}/; workbook wall time "
-        f"{progress.duration(time.perf_counter() - total)}")
+    log(f"tables: {len(written)} files in {TABLES}/")
+    complete = [p.stem for p in plan.notebooks] == [p.stem for p in select()]
+    if publish.publishable(plan.params, plan.data_roots, full=plan.full, complete=complete):
+        shown = publish.publish(plan.executed_dir)
+        log(f"published: {len(shown)} files in {PUBLISHED}/ (the quick synthetic run the repository shows)")
+    log(f"workbook wall time {progress.duration(time.perf_counter() - total)}")
     return 0
 
 
