@@ -47,8 +47,9 @@ __all__ = ["TrainConfig", "PROFILES", "make_config", "parse_overrides", "apply_o
 
 PROFILES = ("smoke", "paper", "pretrain")
 #: what a run was made for: "none" (a table's run) or a study beyond the tables, whose records carry
-#: it as their own variant and so never fill a table cell ("selection": 08's short SFL grid runs)
-STUDIES = ("none", "selection")
+#: it as their own variant and so never fill a table cell ("selection": 08's short SFL grid runs;
+#: "preflight": `jlml workbook --preflight`'s few-iteration rehearsals on a slice of the test set)
+STUDIES = ("none", "selection", "preflight")
 CHOICES: dict[str, tuple[str, ...]] = {
     "head": HEADS,
     "stride_on": ("1x1", "3x3"),
@@ -129,6 +130,8 @@ class TrainConfig:
     eval_flip: bool = False
     eval_rerank: bool = False             # also k-reciprocal re-ranked results (Zhong et al. 2017), own records
     eval_batch_size: int = 0              # 0 = auto: features.EVAL_BATCH per device type
+    eval_limit: int = 0                   # >0: only the first N queries and a gallery slice that keeps them
+                                          # evaluable (engine.evaluate.limit_test_set); 0 = the whole test set
     ap: str = "official"
     study: str = "none"                   # STUDIES: a study's run is its own record variant (no table cell)
 
@@ -183,6 +186,11 @@ class TrainConfig:
         if self.eval_batch_size < 0:
             raise ConfigError(f"eval_batch_size={self.eval_batch_size}: must be >= 0 "
                               "(0 = auto: jlml_lib.features.EVAL_BATCH).")
+        if self.eval_limit < 0:
+            raise ConfigError(f"eval_limit={self.eval_limit}: must be >= 0 (0 = every query).")
+        if self.eval_limit and self.study == "none":
+            raise ConfigError(f"eval_limit={self.eval_limit} evaluates a slice of the test set, which must never "
+                              "fill a table cell: add study=preflight (or another study), or eval_limit=0.")
         if self.threads < 0:
             raise ConfigError(f"threads={self.threads}: must be >= 0 (0 = one share of the cores per process).")
         if self.workers < 0 or self.lr <= 0 or self.weight_decay < 0:
@@ -327,7 +335,7 @@ def config_from_dict(d: Mapping[str, Any]) -> TrainConfig:
 # Settings a resumed run may change: they do not alter the trained weights.
 RESUME_MAY_CHANGE = frozenset({
     "iterations", "workers", "threads", "log_every", "ckpt_every", "progress", "evaluate", "eval_features",
-    "eval_normalize", "eval_flip", "eval_rerank", "eval_batch_size", "ap", "device", "study",
+    "eval_normalize", "eval_flip", "eval_rerank", "eval_batch_size", "eval_limit", "ap", "device", "study",
 })
 # data_root is not among them: other data would meet weights trained on the first (issue 19); the
 # same folder spelled otherwise (relative, a symlink) is the same root (engine.run compares resolved paths)

@@ -11,6 +11,7 @@
 """
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Sequence
 
@@ -26,7 +27,7 @@ from jlml_lib.results.intervals import run_uncertainty
 from jlml_lib.results.queries import write_queries
 from jlml_lib.results.records import write_metrics
 
-__all__ = ["record_dataset_name", "device_label", "evaluate_run", "record_dirs", "classification_accuracy",
+__all__ = ["record_dataset_name", "device_label", "limit_test_set", "evaluate_run", "record_dirs", "classification_accuracy",
            "write_record", "write_evaluation"]
 
 
@@ -73,9 +74,29 @@ def parse_key(key: str) -> tuple[str, bool]:
     return key.removesuffix(RERANK), key.endswith(RERANK)
 
 
+def limit_test_set(ds, limit: int):
+    """``ds`` with its first ``limit`` queries and a gallery that keeps them evaluable (``eval_limit``,
+    the preflight's quick evaluation): every gallery image of those queries' identities, plus the
+    first ``limit`` other gallery images (negatives and distractors); Market-1501's ``gt_bbox`` (the
+    multi-query boxes) keeps those identities' boxes. ``limit`` 0 (or beyond the queries): ``ds``."""
+    if not limit or limit >= len(ds.query):
+        return ds
+    query = ds.query[:limit]
+    pids = {p for _, p, _ in query}
+    others = [i for i, g in enumerate(ds.gallery) if g[1] not in pids][:limit]
+    keep = set(others) | {i for i, g in enumerate(ds.gallery) if g[1] in pids}
+    gallery = [g for i, g in enumerate(ds.gallery) if i in keep]  # in the gallery's own order
+    extras = dict(ds.extras)
+    if extras.get("gt_bbox"):
+        extras["gt_bbox"] = [b for b in extras["gt_bbox"] if b[1] in pids]
+    return dataclasses.replace(ds, query=query, gallery=gallery, extras=extras)
+
+
 def evaluate_run(cfg: TrainConfig, model: nn.Module, ds, device: torch.device) -> dict[str, dict]:
     """The dataset's protocol for each requested feature kind -> {key: metrics dict}; features are
-    extracted once per kind and, with ``eval_rerank``, ranked again after k-reciprocal re-ranking."""
+    extracted once per kind and, with ``eval_rerank``, ranked again after k-reciprocal re-ranking.
+    ``eval_limit``: a slice of the test set only (:func:`limit_test_set`)."""
+    ds = limit_test_set(ds, cfg.eval_limit)
     net = _Normalised(model) if cfg.eval_normalize else model
     net.eval()
     results = {}

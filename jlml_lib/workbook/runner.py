@@ -7,6 +7,8 @@
     jlml workbook --from 04                    # 04, 05, ... 10
     jlml workbook --profile paper --device cuda \\
         --data-root market1501=/data/Market-1501-v15.09.15 --data-root cuhk03=/data/cuhk03_release
+    jlml workbook --preflight --profile paper --device cuda --data-root ...   # every training stage for a
+                                               # few steps; nothing in runs/ (jlml_lib.workbook.preflight)
 
 Executed copies go to ``results/executed/<name>.ipynb`` (a failed one is kept there too, and the
 failing notebook and cell are named). Only parameters a notebook declares in its ``parameters``
@@ -384,7 +386,27 @@ def main(argv: list[str] | None = None) -> int:
                        f"{stem} {' '.join(f'{k}={v}' for k, v in add.items())}" for stem, add in FULL_RUN.items()))
     p.add_argument("--fresh", action="store_true",
                    help="execute every notebook and train every run anew (finished runs are set aside, not reused)")
+    p.add_argument("--preflight", action="store_true",
+                   help="rehearse every training stage (03-08) for a few iterations with these roots, profile and "
+                        "device, on a slice of each test set; writes nothing into runs/ or results/; ends with "
+                        "each stage's step time and the hours the real schedule would take")
+    p.add_argument("--preflight-out", metavar="DIR",
+                   help="keep the preflight's runs and output in DIR (new or empty; default: a temporary folder)")
     args = p.parse_args(argv)
+    if args.preflight or args.preflight_out:
+        from jlml_lib.workbook import preflight
+
+        try:
+            if not args.preflight or args.only or args.start or args.full or args.fresh:
+                raise ConfigError("--preflight rehearses every training stage and takes --profile, --device, "
+                                  "--nproc, --seed, --data-root and --preflight-out only")
+            params = {k: getattr(args, k) for k in preflight.PARAMS if getattr(args, k) is not None}
+            roots = parse_data_roots(args.data_root)
+            out = preflight.check_out(args.preflight_out) if args.preflight_out else None
+        except ConfigError as err:
+            print(f"jlml workbook: {err}", file=sys.stderr)
+            return 2
+        return preflight.run(params, roots, out=out)
     try:
         params = {k: v for k, v in (("profile", args.profile), ("device", args.device),
                                     ("nproc", args.nproc), ("seed", args.seed)) if v is not None}
