@@ -27,8 +27,8 @@ from jlml_lib.results.intervals import run_uncertainty
 from jlml_lib.results.queries import write_queries
 from jlml_lib.results.records import write_metrics
 
-__all__ = ["record_dataset_name", "device_label", "limit_test_set", "evaluate_run", "record_dirs", "classification_accuracy",
-           "write_record", "write_evaluation"]
+__all__ = ["record_dataset_name", "device_label", "limit_test_set", "evaluate_run", "record_dirs",
+           "classification_accuracy", "write_record", "write_evaluation"]
 
 
 def record_dataset_name(cfg: TrainConfig) -> str:
