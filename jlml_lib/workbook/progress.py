@@ -15,6 +15,9 @@ from typing import Iterable, Mapping
 
 from jlml_lib.io import write_json
 
+#: the kinds of a run without options: the quick run (the defaults) and --full
+QUICK, FULL = "quick", "full"
+
 
 def duration(seconds: float) -> str:
     """``"42 s"``, ``"3 min 05 s"``, ``"1 h 02 min"``: what a person reads at a glance."""

@@ -32,7 +32,9 @@ import nbformat
 from PIL import Image
 
 from jlml_lib.data.base import cache_dir
-from jlml_lib.paths import PUBLISHED, TABLES, repo_root
+from jlml_lib.io import write_json
+from jlml_lib.paths import PUBLISHED, TABLES, TIMINGS, repo_root
+from jlml_lib.workbook import progress
 
 #: the tables' files that are copied (text is scrubbed, pictures re-encoded)
 TABLE_SUFFIXES = (".md", ".csv", ".png")
@@ -129,6 +131,10 @@ def publish(executed_dir: Path, tables_dir: Path | None = None, out_dir: Path | 
         else:
             dst.write_text(scrub(f.read_text(), pairs))
         written.append(out_dir / "tables" / f.name)
+    timings = progress.load(Path(executed_dir) / TIMINGS)
+    if progress.QUICK in timings:  # the reference times a fresh clone's first ETA is computed from
+        write_json(staging / TIMINGS, {progress.QUICK: timings[progress.QUICK]})
+        written.append(out_dir / TIMINGS)
     readme = out_dir / "README.md"
     if readme.exists():  # the folder's own README is kept
         shutil.copy2(readme, staging / "README.md")

@@ -60,7 +60,7 @@ from jlml_lib.paths import EXECUTED, IMAGENET_STAGE, METRICS, PUBLISHED, RUNS, T
 from jlml_lib.workbook.launch import FRESH_ENV
 from jlml_lib.workbook.reuse import code_fingerprint, file_sha256
 from jlml_lib.results.tables import build_tables
-from jlml_lib.workbook import publish
+from jlml_lib.workbook import progress, publish
 from jlml_lib.workbook.notebook import PROFILES, declared_parameters, notebook_dir
 
 #: the workbook, in the order it runs
@@ -98,7 +98,7 @@ class Plan:
     def kind(self) -> str:
         """What the measured times are kept under: a full run takes longer than a quick one,
         a GPU run than a CPU one."""
-        words = ["full" if self.full else "quick"] + [f"{k}={v}" for k, v in sorted(self.params.items())]
+        words = [progress.FULL if self.full else progress.QUICK] + [f"{k}={v}" for k, v in sorted(self.params.items())]
         return " ".join(words + [f"{k}=real" for k in sorted(self.data_roots)])
 
 
@@ -314,11 +314,12 @@ def run(plan: Plan, *, log: Callable[[str], Any] = print) -> int:
     # this module for DATASETS only
     import papermill as pm
 
-    from jlml_lib.workbook import progress
 
     plan.executed_dir.mkdir(parents=True, exist_ok=True)
     timings_file, kind = plan.executed_dir / TIMINGS, plan.kind()
     times = progress.load(timings_file).get(kind, {})
+    if not times:  # a fresh clone: the times of the run the repository shows, until this machine has its own
+        times = dict(progress.load(repo_root() / PUBLISHED / TIMINGS).get(kind, {}))
     params = {path.stem: notebook_parameters(path, plan) for path in plan.notebooks}
 
     def eta(after: int) -> str:
