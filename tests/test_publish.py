@@ -39,6 +39,8 @@ def _executed(tmp_path, root):
         nbformat.v4.new_output("error", ename="E", evalue="v", traceback=[f"File {root}/jlml_lib/a.py"]),
     ]
     nb.cells.append(cell)
+    nb.cells.insert(0, nbformat.v4.new_code_cell(f'init = "{root}/runs/03/final.pt"'))  # papermill's injected cell
+    nb.metadata["papermill"]["parameters"] = {"init": f"{root}/runs/03/final.pt"}
     path = tmp_path / "executed" / "a.ipynb"
     path.parent.mkdir()
     nbformat.write(nb, path)
@@ -63,8 +65,10 @@ def test_published_copy_names_no_machine_path_and_keeps_the_figure(tmp_path):
     assert "python -m jlml_lib.train --out ./runs/05_market" in text and "$JLML_CACHE/synthetic" in text
     nb = nbformat.read(out / "notebooks" / "a.ipynb", as_version=4)
     assert "jlml" not in nb.metadata and "input_path" not in nb.metadata["papermill"]
-    png = base64.b64decode(nb.cells[0].outputs[1]["data"]["image/png"])
-    original = base64.b64decode(nbformat.read(src, as_version=4).cells[0].outputs[1]["data"]["image/png"])
+    assert nb.cells[0].source == 'init = "./runs/03/final.pt"'
+    assert nb.metadata["papermill"]["parameters"] == {"init": "./runs/03/final.pt"}
+    png = base64.b64decode(nb.cells[1].outputs[1]["data"]["image/png"])
+    original = base64.b64decode(nbformat.read(src, as_version=4).cells[1].outputs[1]["data"]["image/png"])
     assert len(png) <= len(original)
     with Image.open(io.BytesIO(png)) as a, Image.open(io.BytesIO(original)) as b:
         assert a.size == b.size

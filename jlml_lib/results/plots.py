@@ -326,15 +326,17 @@ def plot_selection_norms(groups: np.ndarray, column_norms: np.ndarray, within: n
     im = ax1.imshow(heat.T, aspect="auto", cmap="viridis", vmin=0.0, vmax=1.0, interpolation="nearest")
     ax1.set_yticks(range(heat.shape[1]), [f"stripe {j + 1}" for j in range(heat.shape[1])], fontsize=8)
     ax1.set(xlabel="output unit of the local feature layer (own order)",
-            title=f"{title} Eq. 2: {what}, mean {np.nanmean(heat):.3f}".strip())
+            title=f"Eq. 2: {what}, mean {np.nanmean(heat):.3f}")
     fig.colorbar(im, ax=ax1, label=label)
     ax2.hist(balance[np.isfinite(balance)], bins=np.linspace(0.0, 1.0, 21), color="tab:blue")
     ax2.axvline(np.nanmean(balance), color="k", linestyle="--", label=f"mean {np.nanmean(balance):.3f}")
     ax2.set(xlim=(0, 1), xlabel="balance across the stripes (1 = even)", ylabel="units",
-            title=f"{title} Eq. 2: balance across stripes".strip())
+            title="Eq. 2: balance across stripes")
     ax2.legend(fontsize=8)
     ax3.plot(np.arange(1, len(cols) + 1), cols, color="k")
     ax3.set(ylim=(0, None), xlabel="input column (sorted, largest first)", ylabel="ℓ2 norm",
-            title=f"{title} Eq. 1: W_G column norms".strip())
+            title="Eq. 1: W_G column norms")
+    if title:  # the cell's name once, above the three panels (beside each it overlapped)
+        fig.suptitle(title.rstrip(": "), x=0.01, ha="left", fontsize=11)
     fig.tight_layout()
     return _finish(fig, path)

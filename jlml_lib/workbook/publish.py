@@ -72,6 +72,8 @@ def _scrub_value(value: Any, pairs: list[tuple[str, str]]) -> Any:
         return scrub(value, pairs)
     if isinstance(value, list):
         return [_scrub_value(v, pairs) for v in value]
+    if isinstance(value, dict):
+        return {k: _scrub_value(v, pairs) for k, v in value.items()}
     return value
 
 
@@ -83,7 +85,10 @@ def publish_notebook(src: Path, dst: Path, pairs: list[tuple[str, str]]) -> None
     papermill = nb.metadata.get("papermill", {})
     for key in _DROP_PAPERMILL:
         papermill.pop(key, None)
+    if "parameters" in papermill:  # what the runner passed, e.g. an init checkpoint's path
+        papermill["parameters"] = _scrub_value(papermill["parameters"], pairs)
     for cell in nb.cells:
+        cell.source = scrub(cell.source, pairs)  # papermill's injected-parameters cell names them too
         for out in cell.get("outputs", []):
             if "text" in out:
                 out["text"] = _scrub_value(out["text"], pairs)
