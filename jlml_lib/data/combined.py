@@ -1,4 +1,4 @@
-"""``cuhk03+market1501``: the pre-training union for VIPeR and GRID (paper §4, Implementation:
+"""``cuhk03+market1501``: the pre-training union for VIPeR and GRID (paper §3, "Implementation":
 "ImageNet → CUHK03+Market → VIPeR/GRID", "pre-trained JLML on CUHK03+Market (whole datasets)").
 
 Training only: CUHK03 people take pids 0..K-1 and Market-1501 people K.., so the two sets of

@@ -2,7 +2,7 @@
 
 An identity carries **global** cues (top / bottom colours, body width and height, skirt or
 trousers) and **local** ones (shoes, a bag on one side with its strap, a logo on the chest,
-hair length / a hat, a trouser pattern) so that both JLML branches (paper §3.1: global
+hair length / a hat, a trouser pattern) so that both JLML branches (paper §2.2: global
 whole-body and local stripe features) have something to learn. A template is one identity
 seen from one viewpoint; the viewpoint decides which local cues are visible:
 
