@@ -27,10 +27,11 @@ def _csv(n: int) -> list[dict]:
         return list(csv.DictReader(fh))
 
 
-def _fake_run(root, *, iterations=300, shrink_final=1.0, lr=None):
+def _fake_run(root, *, iterations=None, shrink_final=1.0, lr=None):
     """A smoke run's folder: config.json (with engine.run's extra keys), log.jsonl, final.pt."""
     from jlml_lib.engine.checkpoint import save_final
 
+    iterations = iterations or make_config("smoke").iterations  # the shipped smoke length
     over = {"iterations": iterations} if lr is None else {"iterations": iterations, "lr": lr}
     cfg = make_config("smoke", over)
     run = RunDir(root)
@@ -71,12 +72,13 @@ def test_schedules_are_drawn_at_their_lengths_and_labelled(tmp_path):
     run, cfg = _fake_run(tmp_path / "run")
     fig = schedule_plots.plot_schedules(run)
     pre, train, own = fig.get_axes()
-    assert pre.get_xlim() == (0, 300_000) and train.get_xlim() == (0, 50_000) and own.get_xlim() == (0, 300)
+    assert pre.get_xlim() == (0, 300_000) and train.get_xlim() == (0, 50_000)
+    assert own.get_xlim() == (0, cfg.iterations)
     assert "Pre-train" in pre.get_title() and "Train" in train.get_title()
     # the smoke run's drops are its own scaled-down schedule, never called Table 4's
     assert "not Table 4" in own.get_title() and "profile 'smoke'" in own.get_title()
     drop_lines = [line.get_xdata()[0] for line in own.get_lines() if line.get_linestyle() == ":"]
-    assert drop_lines == [cfg.lr_step, 2 * cfg.lr_step] == [120, 240]
+    assert drop_lines == [cfg.lr_step, 2 * cfg.lr_step] and cfg.lr_step == 0.4 * cfg.iterations
     plt.close(fig)
     assert schedule_plots.schedule_label(make_config("paper")).startswith('Table 4 "Train"')
 
@@ -118,12 +120,13 @@ def test_penalty_only_descent_is_the_runs_sgd_on_the_penalties(tmp_path):
 
     run, cfg = _fake_run(tmp_path / "run")
     terms = loss_terms.start_terms(run)
-    walk = loss_terms.penalty_only_descent(run, 100)
-    assert len(walk) == 100
+    walk = loss_terms.penalty_only_descent(run, cfg.lr_step)  # the first LR stage, at the base LR
+    assert len(walk) == cfg.lr_step
     assert walk.loc[0, "local_reg"] == pytest.approx(terms.loc["local_reg", "iteration 0"], rel=1e-5)
     # Eq. 2's gradient on each weight is 2·λ·(its group's ℓ1 norm): large at the start, so λ·ℓ1,2
-    # loses most of itself within 100 iterations; Eq. 1's is λ·w/‖w‖₂ per column: W_G hardly moves
-    assert walk["local_reg"].iloc[-1] < 0.1 * walk.loc[0, "local_reg"]
+    # loses most of itself within the first LR stage (16.4 -> 2.7 over 48 steps, measured); Eq. 1's
+    # is λ·w/‖w‖₂ per column: W_G hardly moves
+    assert walk["local_reg"].iloc[-1] < 0.2 * walk.loc[0, "local_reg"]
     assert walk["global_reg"].iloc[-1] > 0.95 * walk.loc[0, "global_reg"]
     frozen, _ = _fake_run(tmp_path / "frozen", lr=1e-12)  # (lr must be > 0) no step -> no fall
     still = loss_terms.penalty_only_descent(frozen, 5)
