@@ -71,23 +71,23 @@ def test_init_chain_and_cli(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_smoke_profile_learns_synthetic_market(tmp_path):
-    """The shipped smoke profile (300 iterations, 64×32, synthetic Market-1501 at scale 0.1).
+    """The shipped smoke profile (120 iterations, 64×32, synthetic Market-1501 at scale 0.1, from scratch).
 
-    Chance Rank-1 is about 1/75 (75 test identities in the gallery, plus distractors):
-    1.3%. Measured with seeds 0-3 (benchmarks/NOTES-training.md): single-query Rank-1
-    0.427 / 0.368 / 0.326 / 0.401, mAP 0.252 / 0.224 / 0.212 / 0.241, multi-query Rank-1
-    0.478 / 0.398 / 0.365 / 0.466. The assertions (Rank-1 > 0.20, 15× chance and 0.6× the
-    lowest seed; mAP > 0.10, half the lowest) fail when training stops learning, not on seed
-    noise. The default seed (0) is what runs here.
+    Chance Rank-1 is about 1/75 (75 test identities in the gallery, plus distractors): 1.3%.
+    Measured with seeds 0-3 (2026-12-03, 120 iterations; the workbook's runs start from the
+    ImageNet smoke model and reach more): single-query Rank-1 0.071 / 0.110 / 0.059 / 0.045,
+    mAP 0.042 / 0.050 / 0.039 / 0.033, multi-query Rank-1 0.045 / 0.119 / 0.074 / 0.050. The
+    assertions (Rank-1 > 0.027, 0.6× the lowest seed and twice chance; mAP > 0.016, half the
+    lowest) fail when training stops learning, not on seed noise. The default seed (0) runs here.
     """
     summary = run(make_config("smoke", progress=False), tmp_path)
     rec = read_metrics(tmp_path)
     m = rec["metrics"]
     chance = 1 / summary["metrics"]["joint"]["num_queries"]  # ≤ 1/#test ids (one query per id·cam)
     assert rec["source"] == "synthetic"
-    assert m["rank1"] > 0.20 > 10 * chance
-    assert m["multi_query"]["rank1"] > 0.20
-    assert m["mAP"] > 0.10
+    assert m["rank1"] > 0.027 > 8 * chance
+    assert m["multi_query"]["rank1"] > 0.027
+    assert m["mAP"] > 0.016
 
 
 def test_imagenet_pretraining_reports_val_top1_not_a_record(tmp_path):
