@@ -109,12 +109,19 @@ def load_test_data(cfg, protocol: str | None = None):
 
 
 # ---------------------------------------------------------------- the feature cache
+def _plain(value: Any) -> Any:
+    """JSON for numpy scalars (some loaders give numpy ids and cameras): their Python value."""
+    if hasattr(value, "item"):
+        return value.item()
+    raise TypeError(f"{type(value).__name__} is not part of a feature cache key")
+
+
 def _cache_key(sha: str, ds, settings: Mapping[str, Any]) -> str:
     h = hashlib.sha256(sha.encode())
     for part in ("query", "gallery"):
-        h.update(json.dumps([part, getattr(ds, part)]).encode())
-    h.update(json.dumps(["gt_bbox", ds.extras.get("gt_bbox") or []]).encode())
-    h.update(json.dumps(settings, sort_keys=True).encode())
+        h.update(json.dumps([part, getattr(ds, part)], default=_plain).encode())
+    h.update(json.dumps(["gt_bbox", ds.extras.get("gt_bbox") or []], default=_plain).encode())
+    h.update(json.dumps(settings, sort_keys=True, default=_plain).encode())
     return h.hexdigest()[:40]
 
 

@@ -99,3 +99,16 @@ def test_cli(viper_run, tmp_path, capsys):
     assert "single protocol" in capsys.readouterr().err
     assert main([str(tmp_path / "nothing"), "--dataset", "viper"]) == 2
     assert "nothing" in capsys.readouterr().err
+
+
+def test_feature_cache_key_takes_numpy_ids():
+    """Some loaders give numpy ids/cameras: the cache key is the same as for Python ints."""
+    import numpy as np
+    from types import SimpleNamespace
+
+    from jlml_lib.evaluate_model import _cache_key
+
+    plain = SimpleNamespace(query=[("a.jpg", 1, 0)], gallery=[("b.jpg", 2, 1)], extras={})
+    numpy = SimpleNamespace(query=[("a.jpg", np.int64(1), np.int64(0))], gallery=[("b.jpg", np.int64(2), np.int64(1))],
+                            extras={})
+    assert _cache_key("s", numpy, {"k": np.int64(3)}) == _cache_key("s", plain, {"k": 3})
