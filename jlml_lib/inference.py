@@ -230,7 +230,7 @@ def image_features(
                                          batch_size=eval_batch(batch_size or tm.config.eval_batch_size, tm.device),
                                          shuffle=False, num_workers=workers)
     if progress:
-        from tqdm.auto import tqdm
+        from tqdm import tqdm  # text bar: tqdm.auto wants ipywidgets inside a notebook and warns without them
 
         loader = tqdm(loader, total=len(loader), unit="batch", desc="embedding")
     with amp_context(amp, tm.device):

@@ -31,7 +31,7 @@ from typing import Any, Callable, Sequence
 import torch
 import torch.distributed as dist
 from torch import nn
-from tqdm.auto import tqdm
+from tqdm import tqdm  # a text bar everywhere: tqdm.auto warns inside a kernel without ipywidgets
 
 from jlml_lib.engine.checkpoint import (check_init, load_checkpoint, remove_stale_temporaries, save_checkpoint,
                                        set_rng_state)
