@@ -14,6 +14,7 @@ with PyTorch's features).
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib
 import os
 import sys
@@ -78,12 +79,19 @@ def export_onnx(model: str | os.PathLike | TrainedModel, out: str | os.PathLike,
     return out
 
 
+@functools.lru_cache(maxsize=4)
+def _session(path: str, mtime_ns: int) -> Any:
+    """One onnxruntime session per exported file (and version of it): creating one costs more
+    than running a batch."""
+    return require("onnxruntime").InferenceSession(path, providers=["CPUExecutionProvider"])
+
+
 def onnx_features(path: str | os.PathLike, images: torch.Tensor | np.ndarray) -> np.ndarray:
     """Run an exported graph with onnxruntime on the CPU: preprocessed ``N×3×H×W`` images -> features."""
-    ort = require("onnxruntime")
+    require("onnxruntime")  # the one-line error when it is missing, before the file is looked at
     if not Path(path).is_file():
         raise DataError(f"{path}: no such ONNX file; write it with `jlml export MODEL --out {path}`")
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    session = _session(str(Path(path).resolve()), Path(path).stat().st_mtime_ns)
     x = images.numpy() if isinstance(images, torch.Tensor) else np.asarray(images)
     return session.run([OUTPUT_NAME], {INPUT_NAME: x.astype(np.float32)})[0]
 
