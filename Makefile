@@ -15,13 +15,17 @@ STAMP  := $(VENV)/.installed
 
 venv: $(STAMP)
 
+# pip at -qq: errors only. Its warnings here are about the machine's own pip configuration (e.g.
+# find-links folders that do not exist), nothing the project or its user acts on.
+PIP := $(BIN)/python -m pip install -qq
+
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet $(TORCH_PINS)
+	$(PIP) --upgrade pip
+	$(PIP) $(TORCH_PINS)
 # (setuptools' build backend warns that an editable install may be shadowed by a same-named folder:
 # it is how an editable install works; silenced so the first command prints no tool warning)
-	PYTHONWARNINGS=ignore::UserWarning $(BIN)/python -m pip install --quiet -e '.[test]'
+	PYTHONWARNINGS=ignore::UserWarning $(PIP) -e '.[test]'
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (jlml)" >/dev/null
 # (no "get notified about official Jupyter news?" pop-up in this environment's JupyterLab)
 	$(BIN)/jupyter labextension disable --level=sys_prefix @jupyterlab/apputils-extension:announcements >/dev/null 2>&1
