@@ -88,13 +88,15 @@ def test_only_the_quick_synthetic_complete_run_is_published():
 
 
 def test_the_quick_runs_times_travel_with_the_published_copy(tmp_path):
-    """A fresh clone's first ETA comes from the published run's times (quick kind only)."""
+    """A fresh clone's first ETA comes from the published run's times (quick and --full kinds
+    without options only)."""
     from jlml_lib.paths import TIMINGS
     from jlml_lib.workbook import progress
 
     src = _executed(tmp_path, tmp_path / "checkout")
     progress.record(src.parent / TIMINGS, progress.QUICK, "a", 12.0)
     progress.record(src.parent / TIMINGS, "quick profile=paper", "a", 999.0)
+    progress.record(src.parent / TIMINGS, progress.FULL, "b", 300.0)
     (tmp_path / "tables").mkdir()
     publish.publish(src.parent, tmp_path / "tables", tmp_path / "out", source_root=tmp_path / "checkout")
-    assert progress.load(tmp_path / "out" / TIMINGS) == {progress.QUICK: {"a": 12.0}}
+    assert progress.load(tmp_path / "out" / TIMINGS) == {progress.QUICK: {"a": 12.0}, progress.FULL: {"b": 300.0}}

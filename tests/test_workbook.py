@@ -390,6 +390,27 @@ def test_remaining_time_from_measured_times():
     assert progress.remaining(times, ["05", "08"]) == "remaining ≈ 1 min 30 s + 08 (not measured yet)"
     assert progress.remaining(times, ["08"]).startswith("remaining: unknown")
     assert progress.remaining(times, []) == "remaining: none"
+    # this run goes at half the last times' pace: the rest is expected in half the time
+    assert progress.pace({}, times) == 1.0
+    assert progress.pace({"00": 15.0, "new": 99.0}, times) == 0.5  # "new" has no last time: not counted
+    assert progress.remaining(times, ["05"], speed=0.5) == "remaining ≈ 45 s"
+
+
+def test_full_run_times_fall_back_to_quick_times_for_the_notebooks_it_does_not_change(tmp_path, monkeypatch):
+    from jlml_lib.workbook import runner
+
+    monkeypatch.setattr(runner, "repo_root", lambda: tmp_path)  # no published times here
+    (changed,) = runner.FULL_RUN  # the notebook --full changes (08)
+    timings = tmp_path / "timings.json"
+    progress.record(timings, progress.QUICK, "00_setup", 30)
+    progress.record(timings, progress.QUICK, changed, 300)
+    full = runner.Plan(notebooks=[], full=True)
+    # 08 under --full has not been measured: its quick time would mislead, so it stays unknown
+    assert runner.reference_times(full, timings) == {"00_setup": 30.0}
+    progress.record(timings, progress.FULL, changed, 1200)
+    assert runner.reference_times(full, timings) == {"00_setup": 30.0, changed: 1200.0}
+    # another kind (a profile) never borrows the quick times
+    assert runner.reference_times(runner.Plan(notebooks=[], full=True, params={"profile": "paper"}), timings) == {}
 
 
 def test_timings_are_kept_per_kind(tmp_path):

@@ -45,11 +45,21 @@ def record(path: str | os.PathLike, kind: str, notebook: str, seconds: float) ->
     write_json(path, data)
 
 
-def remaining(times: Mapping[str, float], to_run: Iterable[str]) -> str:
+def pace(measured: Mapping[str, float], reference: Mapping[str, float]) -> float:
+    """How fast this run goes against the ``reference`` times: the notebooks measured so far
+    that have a reference time, their seconds now over their seconds then (1.0 before any).
+    A machine twice as busy, or a faster one, shows here after the first notebook."""
+    common = [n for n in measured if reference.get(n, 0) > 0]
+    if not common:
+        return 1.0
+    return sum(measured[n] for n in common) / sum(reference[n] for n in common)
+
+
+def remaining(times: Mapping[str, float], to_run: Iterable[str], *, speed: float = 1.0) -> str:
     """The expected remaining time of the notebooks ``to_run`` from their last measured
-    ``times``: ``"remaining ≈ 12 min 30 s"``, with the notebooks never measured named
-    (``"remaining ≈ 3 min + 08_ablations (not measured yet)"``, or ``"remaining: unknown"``
-    when none was measured)."""
+    ``times``, scaled by this run's :func:`pace` ``speed``: ``"remaining ≈ 12 min 30 s"``, with
+    the notebooks never measured named (``"remaining ≈ 3 min + 08_ablations (not measured
+    yet)"``, or ``"remaining: unknown"`` when none was measured)."""
     to_run = list(to_run)
     if not to_run:
         return "remaining: none"
@@ -57,5 +67,5 @@ def remaining(times: Mapping[str, float], to_run: Iterable[str]) -> str:
     unknown = [n for n in to_run if n not in times]
     if not known:
         return "remaining: unknown (no measured time yet)"
-    text = f"remaining ≈ {duration(sum(known))}"
+    text = f"remaining ≈ {duration(sum(known) * speed)}"
     return text + (f" + {', '.join(unknown)} (not measured yet)" if unknown else "")

@@ -137,8 +137,9 @@ def publish(executed_dir: Path, tables_dir: Path | None = None, out_dir: Path | 
             dst.write_text(scrub(f.read_text(), pairs))
         written.append(out_dir / "tables" / f.name)
     timings = progress.load(Path(executed_dir) / TIMINGS)
-    if progress.QUICK in timings:  # the reference times a fresh clone's first ETA is computed from
-        write_json(staging / TIMINGS, {progress.QUICK: timings[progress.QUICK]})
+    kept = {k: timings[k] for k in (progress.QUICK, progress.FULL) if k in timings}
+    if kept:  # the reference times a fresh clone's first ETA is computed from (quick and --full)
+        write_json(staging / TIMINGS, kept)
         written.append(out_dir / TIMINGS)
     readme = out_dir / "README.md"
     if readme.exists():  # the folder's own README is kept

@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import os
 import sys
@@ -308,6 +309,22 @@ def describe(plan: Plan) -> str:
     return f"jlml workbook: {len(plan.notebooks)} notebook(s), {kind}; {reuse}"
 
 
+def reference_times(plan: Plan, timings_file: Path) -> dict[str, float]:
+    """The last measured time of each notebook under the plan's kind: this machine's, else (a
+    fresh clone) those of the run the repository shows. Under ``--full`` the notebooks that
+    FULL_RUN does not change take their quick times: they run the same."""
+    sources = [progress.load(timings_file), progress.load(repo_root() / PUBLISHED / TIMINGS)]
+
+    def first(kind: str) -> dict[str, float]:
+        return next((dict(s[kind]) for s in sources if s.get(kind)), {})
+
+    times = first(plan.kind())
+    if plan.full:
+        quick = first(dataclasses.replace(plan, full=False).kind())
+        times.update({n: t for n, t in quick.items() if n not in FULL_RUN and n not in times})
+    return times
+
+
 def run(plan: Plan, *, log: Callable[[str], Any] = print) -> int:
     """Execute (or skip) the plan's notebooks in order, then rebuild the tables; 0 or 1 (failed)."""
     # imported here: papermill takes seconds to import, and environment.py (00_setup) imports
@@ -317,18 +334,17 @@ def run(plan: Plan, *, log: Callable[[str], Any] = print) -> int:
 
     plan.executed_dir.mkdir(parents=True, exist_ok=True)
     timings_file, kind = plan.executed_dir / TIMINGS, plan.kind()
-    times = progress.load(timings_file).get(kind, {})
-    if not times:  # a fresh clone: the times of the run the repository shows, until this machine has its own
-        times = dict(progress.load(repo_root() / PUBLISHED / TIMINGS).get(kind, {}))
+    times = reference_times(plan, timings_file)
+    measured: dict[str, float] = {}  # this run's times, against `times` for the pace
     params = {path.stem: notebook_parameters(path, plan) for path in plan.notebooks}
 
     def eta(after: int) -> str:
-        """The expected remaining time after notebook ``after`` (0-based): the measured times
+        """The expected remaining time after notebook ``after`` (0-based): the last measured times
         of the remaining ones that will probably execute (those that look unchanged now are
-        counted as skipped)."""
+        counted as skipped), scaled by how fast this run has gone so far against its last times."""
         records = run_records(repo_root() / RUNS)
         rest = [p for p in plan.notebooks[after + 1:] if unchanged_since(p, params[p.stem], plan, records) is None]
-        return progress.remaining(times, [p.stem for p in rest])
+        return progress.remaining(times, [p.stem for p in rest], speed=progress.pace(measured, times))
 
     log(f"{describe(plan)}; {eta(-1)}")
     total = time.perf_counter()
@@ -359,7 +375,7 @@ def run(plan: Plan, *, log: Callable[[str], Any] = print) -> int:
             seconds = time.perf_counter() - start
             write_stamp(out, inputs, started, time.time(), ok=True)
             progress.record(timings_file, kind, path.stem, seconds)
-            times[path.stem] = seconds
+            measured[path.stem] = seconds
             shown_out = out.relative_to(repo_root()) if out.is_relative_to(repo_root()) else out
             log(f"      done in {progress.duration(seconds)} -> {shown_out}; {eta(i)}")
     written = build_tables(repo_root() / RUNS, repo_root() / TABLES)
