@@ -16,7 +16,7 @@ from jlml_lib.engine.evaluate import limit_test_set
 from jlml_lib.errors import ConfigError
 from jlml_lib.paths import RUNS, repo_root
 from jlml_lib.workbook import preflight, runner
-from jlml_lib.workbook.steps import ABLATIONS
+from jlml_lib.workbook.steps import ABLATIONS, RUN_SETTINGS
 
 pytestmark = pytest.mark.usefixtures("private_cache")  # tests/conftest.py
 
@@ -67,6 +67,17 @@ def test_stages_follow_the_chain():
     assert [s.overrides.get(k) for s in variants for k in ABLATIONS[s.key[3:]]] == [
         v for switches in ABLATIONS.values() for v in switches.values()]
     assert all(s.upstream == imagenet.key and s.iterations == preflight.ABLATION_ITERATIONS for s in variants)
+
+
+def test_stages_train_with_their_notebooks_settings():
+    """The preflight rehearses each run with the settings its notebook adds (RUN_SETTINGS), and each
+    of those notebooks takes them from there: a setting changed in one place reaches both."""
+    for stage in preflight.stages({}):
+        assert RUN_SETTINGS.get(stage.notebook, {}).items() <= stage.overrides.items(), stage.key
+    for notebook in RUN_SETTINGS:
+        source = "".join("".join(c["source"]) for c in json.loads(
+            (repo_root() / "notebooks" / f"{notebook}.ipynb").read_text())["cells"] if c["cell_type"] == "code")
+        assert f'steps.RUN_SETTINGS["{notebook}"]' in source, notebook
 
 
 def test_failure_line():

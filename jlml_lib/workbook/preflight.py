@@ -104,17 +104,17 @@ def stages(data_roots: Mapping[str, str], *, iterations: int = ITERATIONS,
                  data_root=data_roots.get("imagenet"))]
     out += [Stage(f"04_cuhk03-{kind}", "04_cuhk03", "cuhk03", imagenet, iterations, splits=True,
                   data_root=data_roots.get("cuhk03"),
-                  overrides={"data.images": kind, "data.protocol": "classic"})  # as 04 trains them
+                  overrides={**steps.RUN_SETTINGS["04_cuhk03"], "data.images": kind})  # as 04 trains them
             for kind in CUHK03_IMAGES]
     out.append(Stage("05_market1501", "05_market", "market1501", imagenet, iterations,
-                     data_root=data_roots.get("market1501"), overrides={"eval_rerank": True}))  # as 05
+                     data_root=data_roots.get("market1501"), overrides=steps.RUN_SETTINGS["05_market"]))
     out.append(Stage(combined, "06_viper", COMBINED, imagenet, iterations,
                      roots={f"{n}_root": data_roots.get(n) for n in ("cuhk03", "market1501")}))
     out += [Stage(f"{nb[:2]}_{name}", nb, name, combined, iterations, splits=True, data_root=data_roots.get(name))
             for nb, name in (("06_viper", "viper"), ("07_grid", "grid"))]
     out += [Stage(f"08_{variant}", "08_ablations", "market1501", imagenet, ablation_iterations,
                   data_root=data_roots.get("market1501"),
-                  overrides={**switches, "eval_features": "joint,global,local"})  # as 08 trains them
+                  overrides={**switches, **steps.RUN_SETTINGS["08_ablations"]})  # as 08 trains them
             for variant, switches in steps.ABLATIONS.items()]
     return out
 

@@ -39,6 +39,15 @@ ABLATIONS: dict[str, dict[str, Any]] = {
     "no_shared_conv1": {"shared_conv1": False},  # Table 11
     "no_sfl": {"sfl": False},                # Table 12
 }
+#: the settings each experiment notebook adds to its training runs (besides device and seed), one
+#: owner for the notebooks and the preflight that rehearses them: 04 trains the classic protocol
+#: (Table 5; one run per kind of image, ``data.images``), 05 also records re-ranked results (beyond
+#: the paper), 08 evaluates every variant's joint, global and local features (Table 9)
+RUN_SETTINGS: dict[str, dict[str, Any]] = {
+    "04_cuhk03": {"data.protocol": "classic"},
+    "05_market": {"eval_rerank": True},
+    "08_ablations": {"eval_features": "joint,global,local"},
+}
 
 
 # ---------------------------------------------------------------- data and settings
