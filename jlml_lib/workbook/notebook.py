@@ -21,6 +21,9 @@ from jlml_lib.paths import NOTEBOOKS, REPO_ROOT, in_repo
 #: the values of the notebooks' ``profile`` parameter (and `jlml workbook --profile`): the quick
 #: CPU run, or Table 4's settings
 PROFILES = ("smoke", "paper")
+#: notebook -> the dataset whose --data-root it takes as ``data_root`` (others take ``<name>_root``)
+DATA_ROOT_OF = {"03_imagenet_pretraining": "imagenet", "04_cuhk03": "cuhk03", "05_market": "market1501",
+                "06_viper": "viper", "07_grid": "grid", "08_ablations": "market1501", "10_diagnostics": "market1501"}
 
 # names IPython puts in a kernel's namespace by itself
 _KERNEL_NAMES = {"In", "Out", "get_ipython", "exit", "quit", "open"}
@@ -106,7 +109,6 @@ def _real_data(namespace: Mapping[str, Any], notebook: str | os.PathLike) -> boo
     copy, no root, or one that does not hold the dataset: opening it says why, a cell later)."""
     from jlml_lib.data.base import find_dataset_dir, source_of
     from jlml_lib.errors import DataError
-    from jlml_lib.workbook.runner import DATA_ROOT_OF  # the runner imports this module
 
     name, root = DATA_ROOT_OF.get(notebook_path(notebook).stem), resolve_path(namespace.get("data_root"))
     if name is None or root is None:

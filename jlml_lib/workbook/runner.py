@@ -62,16 +62,13 @@ from jlml_lib.workbook.launch import FRESH_ENV
 from jlml_lib.workbook.reuse import code_fingerprint, file_sha256
 from jlml_lib.results.tables import build_tables
 from jlml_lib.workbook import progress, publish
-from jlml_lib.workbook.notebook import PROFILES, declared_parameters, notebook_dir
+from jlml_lib.workbook.notebook import DATA_ROOT_OF, PROFILES, declared_parameters, notebook_dir
 
 #: the workbook, in the order it runs
 NOTEBOOKS: tuple[str, ...] = (
     "00_setup", "01_data_preparation", "02_model", "03_imagenet_pretraining", "04_cuhk03", "05_market",
     "06_viper", "07_grid", "08_ablations", "09_paper_tables", "10_diagnostics",
 )
-# notebook -> the dataset whose --data-root it takes as "data_root" (others take "<name>_root")
-DATA_ROOT_OF = {"03_imagenet_pretraining": "imagenet", "04_cuhk03": "cuhk03", "05_market": "market1501",
-                "06_viper": "viper", "07_grid": "grid", "08_ablations": "market1501", "10_diagnostics": "market1501"}
 #: the datasets a --data-root can name
 DATASETS = ("market1501", "cuhk03", "viper", "grid", "imagenet")
 # where a chain's checkpoint is left, relative to the repo root, and which notebooks take it as `init`
