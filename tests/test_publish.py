@@ -100,3 +100,9 @@ def test_the_quick_runs_times_travel_with_the_published_copy(tmp_path):
     (tmp_path / "tables").mkdir()
     publish.publish(src.parent, tmp_path / "tables", tmp_path / "out", source_root=tmp_path / "checkout")
     assert progress.load(tmp_path / "out" / TIMINGS) == {progress.QUICK: {"a": 12.0}, progress.FULL: {"b": 300.0}}
+    # a later run that skipped "a" (unchanged) and timed "c": "a" keeps its published time
+    (src.parent / TIMINGS).unlink()
+    progress.record(src.parent / TIMINGS, progress.QUICK, "c", 7.0)
+    publish.publish(src.parent, tmp_path / "tables", tmp_path / "out", source_root=tmp_path / "checkout")
+    assert progress.load(tmp_path / "out" / TIMINGS) == {progress.QUICK: {"a": 12.0, "c": 7.0},
+                                                         progress.FULL: {"b": 300.0}}

@@ -409,7 +409,11 @@ def test_full_run_times_fall_back_to_quick_times_for_the_notebooks_it_does_not_c
     assert runner.reference_times(full, timings) == {"00_setup": 30.0}
     progress.record(timings, progress.FULL, changed, 1200)
     assert runner.reference_times(full, timings) == {"00_setup": 30.0, changed: 1200.0}
-    # another kind (a profile) never borrows the quick times
+    # and a quick run takes --full's times of the notebooks it runs the same way
+    progress.record(timings, progress.FULL, "01_data_preparation", 12)
+    assert runner.reference_times(runner.Plan(notebooks=[]), timings) == {
+        "00_setup": 30.0, changed: 300.0, "01_data_preparation": 12.0}
+    # another kind (a profile) never borrows the plain run's times
     assert runner.reference_times(runner.Plan(notebooks=[], full=True, params={"profile": "paper"}), timings) == {}
 
 

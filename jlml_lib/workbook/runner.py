@@ -309,16 +309,15 @@ def describe(plan: Plan) -> str:
 def reference_times(plan: Plan, timings_file: Path) -> dict[str, float]:
     """The last measured time of each notebook under the plan's kind: this machine's, else (a
     fresh clone) those of the run the repository shows. Under ``--full`` the notebooks that
-    FULL_RUN does not change take their quick times: they run the same."""
+    FULL_RUN does not change take their quick times, and the other way round: they run the same."""
     sources = [progress.load(timings_file), progress.load(repo_root() / PUBLISHED / TIMINGS)]
 
     def first(kind: str) -> dict[str, float]:
         return next((dict(s[kind]) for s in sources if s.get(kind)), {})
 
     times = first(plan.kind())
-    if plan.full:
-        quick = first(dataclasses.replace(plan, full=False).kind())
-        times.update({n: t for n, t in quick.items() if n not in FULL_RUN and n not in times})
+    other = first(dataclasses.replace(plan, full=not plan.full).kind())  # same options, quick <-> full
+    times.update({n: t for n, t in other.items() if n not in FULL_RUN and n not in times})
     return times
 
 
