@@ -131,14 +131,16 @@ def test_selection_and_data_roots(tmp_path):
 
 
 def test_parameters_passed_down(tmp_path, monkeypatch):
+    # a repository of its own: the checkout's runs/ (an earlier `make workbook`'s smoke ImageNet
+    # checkpoint, which this paper-profile plan refuses) must not decide the outcome
+    monkeypatch.setattr(workbook, "repo_root", lambda: tmp_path)
     plan = workbook.Plan(workbook.select(["05"]), {"profile": "paper", "device": "cuda", "unused": 3},
                          {"market1501": "/data/m", "viper": "/data/v"})
     params = workbook.notebook_parameters(plan.notebooks[0], plan)
     assert params["profile"] == "paper" and params["device"] == "cuda" and params["data_root"] == "/data/m"
     assert "unused" not in params
     # the ImageNet checkpoint of 03 is passed on only when it exists
-    monkeypatch.setattr(workbook, "repo_root", lambda: tmp_path)
-    assert "init" not in workbook.notebook_parameters(plan.notebooks[0], plan)
+    assert "init" not in params
     ckpt = tmp_path / "runs" / "03_imagenet_pretraining" / "checkpoints" / "final.pt"  # where 03 leaves it
     ckpt.parent.mkdir(parents=True)
     # one that fits this real paper-profile plan: real ImageNet, Table 4's pre-train row (tests/test_provenance.py
