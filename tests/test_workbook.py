@@ -16,6 +16,7 @@ import torch
 
 import jlml_lib.workbook
 from jlml_lib.errors import ConfigError
+from jlml_lib.paths import PUBLISHED, TIMINGS
 from jlml_lib.workbook import launch, notebook, progress
 from jlml_lib.workbook import runner as workbook
 from jlml_lib.workbook.launch import ERROR_LINE, command
@@ -415,6 +416,13 @@ def test_full_run_times_fall_back_to_quick_times_for_the_notebooks_it_does_not_c
     progress.record(timings, progress.FULL, "01_data_preparation", 12)
     assert runner.reference_times(runner.Plan(notebooks=[]), timings) == {
         "00_setup": 30.0, changed: 300.0, "01_data_preparation": 12.0}
+    # a notebook this machine never timed takes the published time (a checkout whose last run
+    # skipped it); this machine's own time wins where it has one
+    published = tmp_path / PUBLISHED / TIMINGS
+    progress.record(published, progress.QUICK, "02_model", 19)
+    progress.record(published, progress.QUICK, "00_setup", 99)
+    assert runner.reference_times(runner.Plan(notebooks=[]), timings) == {
+        "00_setup": 30.0, changed: 300.0, "01_data_preparation": 12.0, "02_model": 19.0}
     # another kind (a profile) never borrows the plain run's times
     assert runner.reference_times(runner.Plan(notebooks=[], full=True, params={"profile": "paper"}), timings) == {}
 

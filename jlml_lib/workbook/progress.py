@@ -45,6 +45,14 @@ def record(path: str | os.PathLike, kind: str, notebook: str, seconds: float) ->
     write_json(path, data)
 
 
+def latest(*sources: Mapping[str, Mapping[str, float]], kinds: Iterable[str]) -> dict[str, dict[str, float]]:
+    """Each of ``kinds``' last measured time per notebook over several timing files, oldest
+    first: a later source's time wins, a notebook it did not time keeps the earlier one (a run
+    that skipped a notebook did not time it). Kinds without any time are left out."""
+    merged = {k: {n: t for src in sources for n, t in src.get(k, {}).items()} for k in kinds}
+    return {k: v for k, v in merged.items() if v}
+
+
 def pace(measured: Mapping[str, float], reference: Mapping[str, float]) -> float:
     """How fast this run goes against the ``reference`` times: the notebooks measured so far
     that have a reference time, their seconds now over their seconds then (1.0 before any).

@@ -113,15 +113,6 @@ def publishable(params: dict[str, Any], data_roots: dict[str, str], *, full: boo
     return complete and not params and not data_roots and not full
 
 
-def published_times(before: dict[str, dict[str, float]], now: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
-    """The quick and --full times a fresh clone starts from: each notebook's last measured time,
-    this checkout's where it has one, else the one published before (a run that skipped a
-    notebook did not time it)."""
-    kinds = (progress.QUICK, progress.FULL)
-    merged = {k: {**before.get(k, {}), **now.get(k, {})} for k in kinds}
-    return {k: v for k, v in merged.items() if v}
-
-
 def publish(executed_dir: Path, tables_dir: Path | None = None, out_dir: Path | None = None, *,
             source_root: Path | None = None) -> list[Path]:
     """Copy the executed notebooks and the tables into ``out_dir`` (default ``paths.PUBLISHED``),
@@ -145,8 +136,11 @@ def publish(executed_dir: Path, tables_dir: Path | None = None, out_dir: Path | 
         else:
             dst.write_text(scrub(f.read_text(), pairs))
         written.append(out_dir / "tables" / f.name)
-    kept = published_times(progress.load(out_dir / TIMINGS), progress.load(Path(executed_dir) / TIMINGS))
-    if kept:  # the reference times a fresh clone's first ETA is computed from (quick and --full)
+    # the reference times a fresh clone's first ETA is computed from (quick and --full), each
+    # notebook's last: this run's, else the one published before
+    kept = progress.latest(progress.load(out_dir / TIMINGS), progress.load(Path(executed_dir) / TIMINGS),
+                           kinds=(progress.QUICK, progress.FULL))
+    if kept:
         write_json(staging / TIMINGS, kept)
         written.append(out_dir / TIMINGS)
     readme = out_dir / "README.md"

@@ -308,16 +308,14 @@ def describe(plan: Plan) -> str:
 
 def reference_times(plan: Plan, timings_file: Path) -> dict[str, float]:
     """The last measured time of each notebook under the plan's kind: this machine's, else (a
-    fresh clone) those of the run the repository shows. Under ``--full`` the notebooks that
-    FULL_RUN does not change take their quick times, and the other way round: they run the same."""
-    sources = [progress.load(timings_file), progress.load(repo_root() / PUBLISHED / TIMINGS)]
-
-    def first(kind: str) -> dict[str, float]:
-        return next((dict(s[kind]) for s in sources if s.get(kind)), {})
-
-    times = first(plan.kind())
-    other = first(dataclasses.replace(plan, full=not plan.full).kind())  # same options, quick <-> full
-    times.update({n: t for n, t in other.items() if n not in FULL_RUN and n not in times})
+    notebook it never timed, a fresh clone) the one of the run the repository shows. Under
+    ``--full`` the notebooks that FULL_RUN does not change take their quick times, and the other
+    way round: they run the same."""
+    kind, other = plan.kind(), dataclasses.replace(plan, full=not plan.full).kind()  # same options
+    known = progress.latest(progress.load(repo_root() / PUBLISHED / TIMINGS), progress.load(timings_file),
+                            kinds=(kind, other))
+    times = dict(known.get(kind, {}))
+    times.update({n: t for n, t in known.get(other, {}).items() if n not in FULL_RUN and n not in times})
     return times
 
 
